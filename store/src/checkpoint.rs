@@ -1,0 +1,198 @@
+//! Checkpoints: how far a named consumer of the feed has got.
+//!
+//! A consumer writes its own rows and its checkpoint in one transaction on the same database, so a
+//! crash between the two cannot happen: effects are exactly-once although delivery is
+//! at-least-once. `SqlDatabase` is that database (the read store): the event store's own SQLite
+//! file or PostgreSQL database by default, or a separate one.
+
+use chrono::{SecondsFormat, Utc};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::error::StoreError;
+use crate::migrate::{self, MigrationSet};
+use crate::position::Position;
+
+/// The checkpoint table, installable in any SQL database a consumer writes to.
+pub const CHECKPOINT_MIGRATIONS: MigrationSet = MigrationSet {
+    component: "checkpoints",
+    sqlite: &[migrate::Migration {
+        version: 1,
+        name: "checkpoints",
+        sql: include_str!("../migrations/sqlite/0001_checkpoints.sql"),
+    }],
+    postgres: &[migrate::Migration {
+        version: 1,
+        name: "checkpoints",
+        sql: include_str!("../migrations/postgres/0001_checkpoints.sql"),
+    }],
+};
+
+/// A SQL database that holds consumers' tables and their checkpoints.
+#[derive(Clone, Debug)]
+pub enum SqlDatabase {
+    /// A SQLite file.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL database.
+    Postgres(PgPool),
+}
+
+/// A transaction on a `SqlDatabase`; consumers match on it to write their own rows.
+#[derive(Debug)]
+pub enum SqlTransaction {
+    /// On SQLite (begun IMMEDIATE, so it holds the write lock from the start and cannot deadlock
+    /// upgrading a read lock).
+    Sqlite(Transaction<'static, Sqlite>),
+    /// On PostgreSQL.
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl SqlDatabase {
+    /// Begins a transaction.
+    pub async fn begin(&self) -> Result<SqlTransaction, StoreError> {
+        Ok(match self {
+            SqlDatabase::Sqlite(pool) => SqlTransaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            SqlDatabase::Postgres(pool) => SqlTransaction::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Applies a component's pending migrations to this database.
+    pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
+        match self {
+            SqlDatabase::Sqlite(pool) => migrate::apply_sqlite(&mut *pool.acquire().await?, set).await,
+            SqlDatabase::Postgres(pool) => migrate::apply_postgres(&mut *pool.acquire().await?, set).await,
+        }
+    }
+
+    /// A component's migrations not yet applied to this database.
+    pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
+        match self {
+            SqlDatabase::Sqlite(pool) => migrate::pending_sqlite(&mut *pool.acquire().await?, set).await,
+            SqlDatabase::Postgres(pool) => migrate::pending_postgres(&mut *pool.acquire().await?, set).await,
+        }
+    }
+
+    /// The consumer's checkpoint (`START` when it has none).
+    pub async fn checkpoint(&self, name: &str) -> Result<Position, StoreError> {
+        let text: Option<String> = match self {
+            SqlDatabase::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            SqlDatabase::Postgres(pool) => {
+                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        parse_checkpoint(name, text)
+    }
+
+    /// Every checkpoint, by name.
+    pub async fn checkpoints(&self) -> Result<Vec<(String, Position)>, StoreError> {
+        let rows: Vec<(String, String)> = match self {
+            SqlDatabase::Sqlite(pool) => {
+                sqlx::query_as("SELECT name, position FROM checkpoints ORDER BY name").fetch_all(pool).await?
+            }
+            SqlDatabase::Postgres(pool) => {
+                sqlx::query_as("SELECT name, position FROM checkpoints ORDER BY name").fetch_all(pool).await?
+            }
+        };
+        rows.into_iter()
+            .map(|(name, text)| {
+                let position = parse_checkpoint(&name, Some(text))?;
+                Ok((name, position))
+            })
+            .collect()
+    }
+}
+
+impl SqlTransaction {
+    /// The consumer's checkpoint as this transaction sees it.
+    pub async fn checkpoint(&mut self, name: &str) -> Result<Position, StoreError> {
+        let text: Option<String> = match self {
+            SqlTransaction::Sqlite(tx) => {
+                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            SqlTransaction::Postgres(tx) => {
+                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+        };
+        parse_checkpoint(name, text)
+    }
+
+    /// Records the consumer's checkpoint; it takes effect with the transaction's commit.
+    pub async fn save_checkpoint(&mut self, name: &str, position: Position) -> Result<(), StoreError> {
+        let position = position.to_string();
+        match self {
+            SqlTransaction::Sqlite(tx) => {
+                sqlx::query(
+                    "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(position)
+                .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true))
+                .execute(&mut **tx)
+                .await?;
+            }
+            SqlTransaction::Postgres(tx) => {
+                sqlx::query(
+                    "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now())
+                     ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(position)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the consumer's checkpoint (it starts again from the beginning), e.g. for a rebuild.
+    pub async fn reset_checkpoint(&mut self, name: &str) -> Result<(), StoreError> {
+        match self {
+            SqlTransaction::Sqlite(tx) => {
+                sqlx::query("DELETE FROM checkpoints WHERE name = ?").bind(name).execute(&mut **tx).await?;
+            }
+            SqlTransaction::Postgres(tx) => {
+                sqlx::query("DELETE FROM checkpoints WHERE name = $1").bind(name).execute(&mut **tx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the consumer's rows and checkpoint together.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            SqlTransaction::Sqlite(tx) => tx.commit().await?,
+            SqlTransaction::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Abandons the transaction.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self {
+            SqlTransaction::Sqlite(tx) => tx.rollback().await?,
+            SqlTransaction::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+fn parse_checkpoint(name: &str, text: Option<String>) -> Result<Position, StoreError> {
+    match text {
+        None => Ok(Position::START),
+        Some(text) => text.parse().map_err(|e| StoreError::Decode(format!("checkpoint `{name}`: {e}"))),
+    }
+}

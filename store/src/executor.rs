@@ -1,0 +1,405 @@
+//! The command executor: load, handle, persist, retry — and say where the events landed.
+//!
+//! cqrs-es 0.5's `CqrsFramework::execute` returns nothing, never retries a conflict, and its
+//! snapshot stores apply events twice (DESIGN.md §4.1), so Stay runs commands here:
+//!
+//! 1. take the aggregate's lock stripe, so commands to one aggregate in this process queue rather
+//!    than collide (other processes are still caught by the store's version check);
+//! 2. load the aggregate: from the in-process cache plus the events appended since its version,
+//!    or from our own snapshot plus the events after it, or from the start — so a command's cost
+//!    does not grow with the stream's length;
+//! 3. `handle` the command, collect its events, append them expecting the loaded version;
+//! 4. on a conflict, forget the cached state, back off with jitter and go again;
+//! 5. answer with the committed events and their global positions.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use rand::Rng;
+use stay_domain::Clock;
+
+use crate::error::StoreError;
+use crate::event::{Append, CommandContext, EventMetadata, NewEvent};
+use crate::position::Position;
+use crate::store::EventStore;
+
+/// How the executor retries, caches and snapshots.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Attempts per command before a conflict is reported (at least 1).
+    pub max_attempts: u32,
+    /// First back-off after a conflict; doubles per attempt, with full jitter.
+    pub base_backoff: Duration,
+    /// Largest back-off.
+    pub max_backoff: Duration,
+    /// A snapshot is taken each time a stream passes a multiple of this many events (0: never).
+    pub snapshot_every: u64,
+    /// Aggregates kept in the in-process cache.
+    pub cache_capacity: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 25,
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(100),
+            snapshot_every: 200,
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// Why a command produced no events.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// The aggregate refused the command (a business rule).
+    #[error(transparent)]
+    Rejected(E),
+    /// Other writers kept changing the aggregate; the command was not applied.
+    #[error("the aggregate kept changing under the command; gave up after {attempts} attempts")]
+    Conflict {
+        /// How many times the command was tried.
+        attempts: u32,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An event the command appended, with where it landed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommittedEvent<E> {
+    /// Its sequence in the aggregate's stream.
+    pub sequence: u64,
+    /// Its place in the global feed.
+    pub position: Position,
+    /// The event.
+    pub event: E,
+    /// Its metadata.
+    pub metadata: EventMetadata,
+}
+
+/// What a command did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed<E> {
+    /// The aggregate the command went to.
+    pub aggregate_id: String,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// The events appended; empty when the command changed nothing (an idempotent repeat).
+    pub events: Vec<CommittedEvent<E>>,
+    /// How many attempts it took.
+    pub attempts: u32,
+}
+
+impl<E> Committed<E> {
+    /// The position of the last event appended, if any.
+    pub fn last_position(&self) -> Option<Position> {
+        self.events.last().map(|e| e.position)
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ExecutorStats {
+    /// Commands that committed (with or without events).
+    pub committed: AtomicU64,
+    /// Commands the aggregate refused.
+    pub rejected: AtomicU64,
+    /// Conflicts met (each followed by a retry or a give-up).
+    pub conflicts: AtomicU64,
+    /// Commands given up after `max_attempts` conflicts.
+    pub gave_up: AtomicU64,
+    /// Aggregate loads that missed the cache.
+    pub cache_misses: AtomicU64,
+}
+
+const LOCK_STRIPES: usize = 1024;
+
+/// Runs commands against aggregates of type `A` in one event store.
+pub struct Executor<A: Aggregate> {
+    store: EventStore,
+    services: Arc<A::Services>,
+    clock: Arc<dyn Clock>,
+    config: ExecutorConfig,
+    cache: Mutex<AggregateCache<A>>,
+    locks: Box<[tokio::sync::Mutex<()>]>,
+    stats: Arc<ExecutorStats>,
+}
+
+impl<A: Aggregate> fmt::Debug for Executor<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor").field("aggregate", &A::TYPE).field("config", &self.config).finish()
+    }
+}
+
+impl<A: Aggregate + 'static> Executor<A> {
+    /// An executor with the default configuration.
+    pub fn new(store: EventStore, services: Arc<A::Services>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_config(store, services, clock, ExecutorConfig::default())
+    }
+
+    /// An executor with its own configuration.
+    pub fn with_config(
+        store: EventStore,
+        services: Arc<A::Services>,
+        clock: Arc<dyn Clock>,
+        config: ExecutorConfig,
+    ) -> Self {
+        let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self {
+            store,
+            services,
+            clock,
+            cache: Mutex::new(AggregateCache::new(config.cache_capacity)),
+            config,
+            locks,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The counters of this executor.
+    pub fn stats(&self) -> Arc<ExecutorStats> {
+        self.stats.clone()
+    }
+
+    /// The store it writes to.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Runs `command` on aggregate `aggregate_id`, retrying conflicts; returns what it committed.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Committed<A::Event>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone,
+        A::Error: std::error::Error,
+    {
+        let max_attempts = self.config.max_attempts.max(1);
+        let _stripe = self.locks[stripe_of(aggregate_id)].lock().await;
+        for attempt in 1..=max_attempts {
+            match self.attempt(aggregate_id, command.clone(), context, attempt).await {
+                Err(ExecuteError::Store(StoreError::Conflict)) => {
+                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    if attempt < max_attempts {
+                        tokio::time::sleep(self.backoff(attempt)).await;
+                    }
+                }
+                Err(err @ ExecuteError::Rejected(_)) => {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(err);
+                }
+                other => {
+                    if other.is_ok() {
+                        self.stats.committed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return other;
+                }
+            }
+        }
+        self.stats.gave_up.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(aggregate = A::TYPE, aggregate_id, attempts = max_attempts, "command gave up after conflicts");
+        Err(ExecuteError::Conflict { attempts: max_attempts })
+    }
+
+    /// The aggregate's current state and version, as a command would see it.
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        let _stripe = self.locks[stripe_of(aggregate_id)].lock().await;
+        let (state, version) = self.load_state(aggregate_id).await?;
+        let answer = serde_json::from_value(serde_json::to_value(&state)?)?;
+        self.cache_lock().put(aggregate_id, state, version);
+        Ok((answer, version))
+    }
+
+    async fn attempt(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+        attempt: u32,
+    ) -> Result<Committed<A::Event>, ExecuteError<A::Error>> {
+        // The state leaves the cache while the command runs (the stripe lock keeps other local
+        // commands out) and goes back only once its events are committed; a refused or failed
+        // command drops it, so a half-applied state is never reused.
+        let (mut state, version) = self.load_state(aggregate_id).await?;
+        let sink = EventSink::default();
+        state.handle(command, &self.services, &sink).await.map_err(ExecuteError::Rejected)?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            self.cache_lock().put(aggregate_id, state, version);
+            return Ok(Committed {
+                aggregate_id: aggregate_id.to_owned(),
+                version,
+                events: Vec::new(),
+                attempts: attempt,
+            });
+        }
+
+        let metadata = context.metadata(self.clock.now());
+        let append = Append {
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            expected_version: version,
+            events: events.iter().map(NewEvent::from_domain).collect::<Result<_, _>>()?,
+            metadata: metadata.clone(),
+        };
+        let positions = self.store.append(append).await?;
+        let new_version = version + events.len() as u64;
+        self.maybe_snapshot(aggregate_id, &state, version, new_version);
+        self.cache_lock().put(aggregate_id, state, new_version);
+
+        let committed = events
+            .into_iter()
+            .zip(positions)
+            .enumerate()
+            .map(|(i, (event, position))| CommittedEvent {
+                sequence: version + 1 + i as u64,
+                position,
+                event,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        Ok(Committed {
+            aggregate_id: aggregate_id.to_owned(),
+            version: new_version,
+            events: committed,
+            attempts: attempt,
+        })
+    }
+
+    /// Cached state plus the events since, or snapshot plus the events since, or a full replay.
+    async fn load_state(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        let cached = self.cache_lock().take(aggregate_id);
+        let (mut state, mut version) = match cached {
+            Some(entry) => entry,
+            None => {
+                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.load_snapshot(aggregate_id).await?
+            }
+        };
+        for event in self.store.load_events::<A>(aggregate_id, version).await? {
+            if event.sequence as u64 != version + 1 {
+                return Err(StoreError::Decode(format!(
+                    "{} {aggregate_id}: expected sequence {}, found {}",
+                    A::TYPE,
+                    version + 1,
+                    event.sequence
+                )));
+            }
+            let payload: A::Event = serde_json::from_value(event.payload)
+                .map_err(|e| StoreError::Decode(format!("{} {aggregate_id} #{}: {e}", A::TYPE, event.sequence)))?;
+            state.apply(payload);
+            version += 1;
+        }
+        Ok((state, version))
+    }
+
+    async fn load_snapshot(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        if self.config.snapshot_every == 0 {
+            return Ok((A::default(), 0));
+        }
+        match self.store.load_snapshot(A::TYPE, aggregate_id).await? {
+            None => Ok((A::default(), 0)),
+            Some((version, payload)) => match serde_json::from_value::<A>(payload) {
+                Ok(state) => Ok((state, version)),
+                Err(err) => {
+                    // A snapshot from an older shape of the aggregate: replay from the start instead.
+                    tracing::info!(aggregate = A::TYPE, aggregate_id, error = %err, "ignoring unreadable snapshot");
+                    Ok((A::default(), 0))
+                }
+            },
+        }
+    }
+
+    fn maybe_snapshot(&self, aggregate_id: &str, state: &A, old_version: u64, new_version: u64) {
+        let every = self.config.snapshot_every;
+        if every == 0 || old_version / every == new_version / every {
+            return;
+        }
+        let payload = match serde_json::to_value(state) {
+            Ok(payload) => payload,
+            Err(err) => {
+                tracing::warn!(aggregate = A::TYPE, aggregate_id, error = %err, "cannot serialise snapshot");
+                return;
+            }
+        };
+        let store = self.store.clone();
+        let aggregate_id = aggregate_id.to_owned();
+        let taken_at = self.clock.now();
+        // A snapshot is an optimisation: written after the commit, off the command's path.
+        tokio::spawn(async move {
+            if let Err(err) = store.save_snapshot(A::TYPE, &aggregate_id, new_version, payload, taken_at).await {
+                tracing::warn!(aggregate = A::TYPE, aggregate_id, error = %err, "snapshot not saved");
+            }
+        });
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.config.base_backoff.saturating_mul(1u32 << attempt.min(16)).min(self.config.max_backoff);
+        let micros = ceiling.as_micros().max(1) as u64;
+        Duration::from_micros(rand::thread_rng().gen_range(0..=micros))
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, AggregateCache<A>> {
+        // The cache holds no invariant a panic could break halfway.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn stripe_of(aggregate_id: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    aggregate_id.hash(&mut hasher);
+    (hasher.finish() as usize) % LOCK_STRIPES
+}
+
+/// A bounded map from aggregate id to (state, version); evicts the oldest entries first.
+struct AggregateCache<A> {
+    entries: HashMap<String, (A, u64)>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl<A> AggregateCache<A> {
+    fn new(capacity: usize) -> Self {
+        Self { entries: HashMap::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn take(&mut self, id: &str) -> Option<(A, u64)> {
+        self.entries.remove(id)
+    }
+
+    fn put(&mut self, id: &str, state: A, version: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.insert(id.to_owned(), (state, version)).is_none() {
+            self.order.push_back(id.to_owned());
+        }
+        while self.entries.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        // Ids taken out and put back are queued again; drop the stale ones now and then.
+        if self.order.len() > self.capacity.saturating_mul(2) {
+            let entries = &self.entries;
+            let mut seen = std::collections::HashSet::new();
+            self.order.retain(|id| entries.contains_key(id) && seen.insert(id.clone()));
+        }
+    }
+}

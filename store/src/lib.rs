@@ -1,0 +1,34 @@
+//! Stay's event store: where every event is written once and read in order.
+//!
+//! - [`EventStore`] — one contract over three backends: a SQLite file (the default), PostgreSQL
+//!   and EventStoreDB (cargo feature `eventstoredb`). Append with an expected version, load an
+//!   aggregate's stream, read the global feed after an opaque [`Position`] and wait for more.
+//! - [`Executor`] — runs a command on an aggregate: load (cache, snapshots), handle, append,
+//!   retry conflicts, and answer the committed events with their positions.
+//! - [`SqlDatabase`] — the SQL database beside the log, where consumers write their rows and
+//!   their checkpoint in one transaction.
+//! - [`migrate`] — our own embedded migrations, one list per owning component.
+
+pub mod checkpoint;
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod executor;
+pub mod migrate;
+pub mod position;
+pub mod postgres;
+mod signal;
+pub mod sqlite;
+pub mod store;
+
+#[cfg(feature = "eventstoredb")]
+pub mod eventstoredb;
+
+pub use checkpoint::{SqlDatabase, SqlTransaction, CHECKPOINT_MIGRATIONS};
+pub use clock::SystemClock;
+pub use error::StoreError;
+pub use event::{Append, CommandContext, EventMetadata, NewEvent, RecordedEvent};
+pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorConfig, ExecutorStats};
+pub use migrate::{Migration, MigrationSet, STORE_MIGRATIONS};
+pub use position::Position;
+pub use store::{Backend, EventStore, StoreOptions, StoreUrl};

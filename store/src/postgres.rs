@@ -1,0 +1,359 @@
+//! The PostgreSQL backend: several processes, one database.
+//!
+//! Each append is one `INSERT … RETURNING` (its own transaction); concurrent commands share WAL
+//! flushes through PostgreSQL's own group commit, so there is no writer to funnel through.
+//!
+//! The feed never trusts `global_position` alone: identity values are taken at insert and become
+//! visible at commit, so a slow transaction can commit a lower position after a reader has moved
+//! past it. Every row also records its transaction (`tx_id xid8`), and the feed reads only rows
+//! whose transaction is older than every transaction still running
+//! (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`), in `(tx_id, global_position)` order. Such
+//! rows can no longer change or gain neighbours before them, so nothing is ever skipped; a
+//! rolled-back transaction leaves nothing behind and holds nothing up.
+//!
+//! Wake-ups: in-process waiters are woken directly after a commit; other processes by a
+//! `NOTIFY stay_events` that a background task sends after commits (coalesced, and outside the
+//! writing transaction: a NOTIFY inside it would serialise every commit on PostgreSQL's notify
+//! lock); polling is the fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, PgPool, Row};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::error::StoreError;
+use crate::event::{Append, RecordedEvent};
+use crate::migrate::{self, MigrationSet};
+use crate::position::Position;
+use crate::signal::FeedSignal;
+
+/// The channel other processes listen on.
+const CHANNEL: &str = "stay_events";
+/// A transaction left idle this long is ended by the server, so it cannot hold the feed forever.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+
+/// The PostgreSQL event store.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    signal: FeedSignal,
+    committed: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (which must exist) and starts the wake-up tasks.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)])
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool and starts the wake-up tasks.
+    pub fn from_pool(pool: PgPool) -> Self {
+        let signal = FeedSignal::new();
+        let committed = Arc::new(Notify::new());
+        let tasks = vec![
+            tokio::spawn(send_notifications(pool.clone(), committed.clone())),
+            tokio::spawn(receive_notifications(pool.clone(), signal.clone())),
+        ];
+        Self { inner: Arc::new(Inner { pool, signal, committed, tasks }) }
+    }
+
+    /// The connection pool (for consumers' own tables in the same database).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn signal(&self) -> &FeedSignal {
+        &self.inner.signal
+    }
+
+    /// Applies a component's pending migrations.
+    pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        migrate::apply_postgres(&mut conn, set).await
+    }
+
+    /// A component's migrations not yet applied.
+    pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        migrate::pending_postgres(&mut conn, set).await
+    }
+
+    fn repository(&self) -> PostgresEventRepository {
+        PostgresEventRepository::new(self.inner.pool.clone()).with_tables("events", "aggregate_snapshots")
+    }
+
+    /// An aggregate's events after `after_sequence`, in order, as stored (not upcast).
+    pub async fn load_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
+        let repo = self.repository();
+        let events = if after_sequence == 0 {
+            repo.get_events::<A>(aggregate_id).await?
+        } else {
+            repo.get_last_events::<A>(aggregate_id, after_sequence as usize).await?
+        };
+        Ok(events)
+    }
+
+    /// Appends one aggregate's events atomically (one statement); returns their positions.
+    pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
+        let metadata = serde_json::to_value(append.metadata.to_map())?;
+        let count = append.events.len();
+        // The primary key catches a writer behind the stream; the EXISTS guard one ahead of it
+        // (which would otherwise leave a gap in the sequence).
+        let mut sql = String::from(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
+             SELECT $1, $2, v.sequence, v.event_type, v.event_version, v.payload, $3, $4 FROM (VALUES ",
+        );
+        for i in 0..count {
+            let base = 6 + i * 4;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}::bigint, ${}::text, ${}::text, ${}::jsonb)",
+                base,
+                base + 1,
+                base + 2,
+                base + 3
+            ));
+        }
+        sql.push_str(
+            ") AS v (sequence, event_type, event_version, payload) \
+             WHERE $5::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $5::bigint) \
+             RETURNING global_position, tx_id::text AS tx_id_text",
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(&append.aggregate_type)
+            .bind(&append.aggregate_id)
+            .bind(&metadata)
+            .bind(append.metadata.recorded_at)
+            .bind(to_i64(append.expected_version));
+        for (i, event) in append.events.iter().enumerate() {
+            query = query
+                .bind(to_i64(append.expected_version + 1 + i as u64))
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload);
+        }
+        let rows = query.fetch_all(&self.inner.pool).await?;
+        if rows.len() != count {
+            return Err(StoreError::Conflict);
+        }
+        let mut positions = rows.iter().map(position_of).collect::<Result<Vec<_>, _>>()?;
+        positions.sort();
+        if let Some(last) = positions.last() {
+            self.inner.signal.advance(*last);
+        }
+        self.inner.committed.notify_one();
+        Ok(positions)
+    }
+
+    /// Reads up to `limit` events after `after`, in feed order, never past a running transaction.
+    pub async fn read_feed(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                    recorded_at, global_position, tx_id::text AS tx_id_text
+               FROM events
+              WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+                AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY tx_id, global_position
+              LIMIT $3",
+        )
+        .bind(after.major().to_string())
+        .bind(to_i64(after.minor()))
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// One aggregate's whole stream with positions (for audit).
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                    recorded_at, global_position, tx_id::text AS tx_id_text
+               FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// The position of the newest event the feed can deliver (`START` when none).
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let row = sqlx::query(
+            "SELECT global_position, tx_id::text AS tx_id_text FROM events
+              WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(position_of).transpose().map(|p| p.unwrap_or(Position::START))
+    }
+
+    /// How many committed-or-running events the fence holds back right now (a metric: a steadily
+    /// high value means a long transaction is holding the feed).
+    pub async fn held_back(&self) -> Result<u64, StoreError> {
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())")
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(held.max(0) as u64)
+    }
+
+    /// The newest snapshot of an aggregate: its last sequence and state.
+    pub async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<(u64, Value)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT last_sequence, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.map(|row| {
+            let sequence: i64 = row.try_get("last_sequence")?;
+            let payload: Value = row.try_get("payload")?;
+            Ok((sequence.max(0) as u64, payload))
+        })
+        .transpose()
+    }
+
+    /// Records a snapshot, kept only if newer than the one stored.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        last_sequence: u64,
+        payload: Value,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, payload, taken_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+               SET last_sequence = excluded.last_sequence, payload = excluded.payload, taken_at = excluded.taken_at
+             WHERE excluded.last_sequence > aggregate_snapshots.last_sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(to_i64(last_sequence))
+        .bind(&payload)
+        .bind(taken_at)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn position_of(row: &PgRow) -> Result<Position, StoreError> {
+    let tx_id: String = row.try_get("tx_id_text")?;
+    let tx_id: u64 = tx_id.parse().map_err(|e| StoreError::Decode(format!("tx_id `{tx_id}`: {e}")))?;
+    let global: i64 = row.try_get("global_position")?;
+    Ok(Position::new(tx_id, global.max(0) as u64))
+}
+
+fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let sequence: i64 = row.try_get("sequence")?;
+    Ok(RecordedEvent {
+        position: position_of(row)?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: sequence.max(0) as u64,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+/// Sends one NOTIFY per burst of local commits, after they committed.
+async fn send_notifications(pool: PgPool, committed: Arc<Notify>) {
+    loop {
+        committed.notified().await;
+        if let Err(err) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&pool).await {
+            tracing::debug!(error = %err, "could not notify other processes; they fall back to polling");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Wakes local feed readers when another process has committed.
+async fn receive_notifications(pool: PgPool, signal: FeedSignal) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot listen for feed notifications; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(CHANNEL).await {
+            tracing::debug!(error = %err, "cannot listen for feed notifications; polling meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => signal.poke(),
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(err) => {
+                    tracing::debug!(error = %err, "feed notifications interrupted; reconnecting");
+                    signal.poke();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The SQLite backend: a single file, one process, zero set-up.
+//!
+//! Appends go through one writer task that commits the appends of concurrent commands together
+//! (group commit): one `fsync` covers many commands, and a conflicting command fails alone while
+//! the rest of its group commits. The insert trigger numbers events from a
+//! counter row inside the writing transaction, so the global position is gap-free and follows
+//! commit order; the feed can simply read `global_position > after`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Executor, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::event::{parse_time, Append, RecordedEvent};
+use crate::migrate::{self, MigrationSet};
+use crate::position::Position;
+use crate::signal::FeedSignal;
+
+/// How many queued appends one transaction takes at most.
+const MAX_GROUP: usize = 512;
+/// SQLite's limit on bound parameters per statement is 32,766; stay well below it.
+const MAX_EVENTS_PER_INSERT: usize = 500;
+
+/// The SQLite event store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    read_pool: SqlitePool,
+    writer: mpsc::Sender<WriteJob>,
+    signal: FeedSignal,
+}
+
+#[derive(Debug)]
+enum WriteJob {
+    Append(Append, oneshot::Sender<Result<Vec<Position>, StoreError>>),
+    Snapshot(SnapshotRow),
+}
+
+#[derive(Debug)]
+struct SnapshotRow {
+    aggregate_type: String,
+    aggregate_id: String,
+    last_sequence: u64,
+    payload: Value,
+    taken_at: DateTime<Utc>,
+}
+
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durable commits: the WAL is synced at every commit.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+        .disable_statement_logging()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and starts its writer.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(StoreError::database)?;
+        }
+        let options = connect_options(&path);
+        let writer_conn = options.connect().await?;
+        let read_pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options).await?;
+        let signal = FeedSignal::new();
+        let (writer, jobs) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(run_writer(writer_conn, jobs, signal.clone()));
+        Ok(Self { inner: Arc::new(Inner { path, read_pool, writer, signal }) })
+    }
+
+    /// Opens the file named by a `sqlite://PATH`, `sqlite:PATH` or plain path URL.
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        Self::open(sqlite_path(url)).await
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The pool for reads (and for consumers' own tables in the same file).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.read_pool
+    }
+
+    pub(crate) fn signal(&self) -> &FeedSignal {
+        &self.inner.signal
+    }
+
+    /// Applies a component's pending migrations.
+    pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.inner.read_pool.acquire().await?;
+        migrate::apply_sqlite(&mut conn, set).await
+    }
+
+    /// A component's migrations not yet applied.
+    pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
+        let mut conn = self.inner.read_pool.acquire().await?;
+        migrate::pending_sqlite(&mut conn, set).await
+    }
+
+    /// The cqrs-es repository over our tables, used to load aggregates.
+    fn repository(&self) -> SqliteEventRepository {
+        SqliteEventRepository::new(self.inner.read_pool.clone()).with_tables("events", "aggregate_snapshots")
+    }
+
+    /// An aggregate's events after `after_sequence`, in order, as stored (not upcast).
+    pub async fn load_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
+        let repo = self.repository();
+        let events = if after_sequence == 0 {
+            repo.get_events::<A>(aggregate_id).await?
+        } else {
+            repo.get_last_events::<A>(aggregate_id, after_sequence as usize).await?
+        };
+        Ok(events)
+    }
+
+    /// Appends one aggregate's events atomically; returns their positions.
+    pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.writer.send(WriteJob::Append(append, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads up to `limit` events after `after`, in feed order.
+    pub async fn read_feed(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                    recorded_at, global_position
+               FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
+        )
+        .bind(to_i64(after.major()))
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.inner.read_pool)
+        .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// One aggregate's whole stream with positions (for audit).
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                    recorded_at, global_position
+               FROM events WHERE aggregate_type = ? AND aggregate_id = ? ORDER BY sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(&self.inner.read_pool)
+        .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// The position of the newest committed event (`START` when empty).
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT last_position FROM event_counter WHERE id = 1")
+            .fetch_one(&self.inner.read_pool)
+            .await?;
+        Ok(Position::new(last.max(0) as u64, 0))
+    }
+
+    /// The newest snapshot of an aggregate: its last sequence and state.
+    pub async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<(u64, Value)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT last_sequence, payload FROM aggregate_snapshots WHERE aggregate_type = ? AND aggregate_id = ?",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.inner.read_pool)
+        .await?;
+        row.map(|row| {
+            let sequence: i64 = row.try_get("last_sequence")?;
+            let payload: Value = row.try_get("payload")?;
+            Ok((sequence.max(0) as u64, payload))
+        })
+        .transpose()
+    }
+
+    /// Records a snapshot (kept only if newer than the one stored). Written by the writer task,
+    /// after the appends queued before it, without waiting for it.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        last_sequence: u64,
+        payload: Value,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let row = SnapshotRow {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            last_sequence,
+            payload,
+            taken_at,
+        };
+        self.inner.writer.send(WriteJob::Snapshot(row)).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+/// The file path in a SQLite store URL.
+pub fn sqlite_path(url: &str) -> PathBuf {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    PathBuf::from(path)
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn recorded_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let sequence: i64 = row.try_get("sequence")?;
+    let position: i64 = row.try_get("global_position")?;
+    let recorded_at: String = row.try_get("recorded_at")?;
+    Ok(RecordedEvent {
+        position: Position::new(position.max(0) as u64, 0),
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: sequence.max(0) as u64,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: parse_time(&recorded_at)?,
+    })
+}
+
+/// The writer task: takes queued appends in groups and commits each group once.
+async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJob>, signal: FeedSignal) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = jobs.recv().await {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Some(head) = write_group(&mut conn, &mut group).await {
+            signal.advance(head);
+        }
+        group.clear();
+    }
+    let _ = conn.close().await;
+}
+
+/// Writes one group in one transaction and answers every append in it. Returns the new head.
+async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> Option<Position> {
+    let mut outcomes: Vec<Result<Vec<Position>, StoreError>> = Vec::with_capacity(group.len());
+    let committed = write_group_transaction(conn, group, &mut outcomes).await;
+
+    if let Err(err) = committed {
+        tracing::error!(error = %err, "event log commit failed; the group is rolled back");
+        let _ = conn.execute("ROLLBACK").await;
+        let message = err.to_string();
+        for job in group.drain(..) {
+            if let WriteJob::Append(_, reply) = job {
+                let _ = reply.send(Err(StoreError::Database(message.clone().into())));
+            }
+        }
+        return None;
+    }
+
+    let mut head = None;
+    for (job, outcome) in group.drain(..).zip(outcomes) {
+        if let WriteJob::Append(_, reply) = job {
+            if let Ok(positions) = &outcome {
+                head = positions.last().copied().max(head);
+            }
+            let _ = reply.send(outcome);
+        }
+    }
+    head
+}
+
+async fn write_group_transaction(
+    conn: &mut SqliteConnection,
+    group: &[WriteJob],
+    outcomes: &mut Vec<Result<Vec<Position>, StoreError>>,
+) -> Result<(), StoreError> {
+    conn.execute("BEGIN IMMEDIATE").await?;
+    for job in group {
+        match job {
+            WriteJob::Append(append, _) => outcomes.push(append_in_group(conn, append).await?),
+            WriteJob::Snapshot(row) => {
+                outcomes.push(Ok(Vec::new()));
+                save_snapshot_row(conn, row).await?;
+            }
+        }
+    }
+    conn.execute("COMMIT").await?;
+    Ok(())
+}
+
+/// Writes one append. The outer `Err` aborts the whole group (the connection failed); the inner
+/// result is this append's own answer (a conflict, or its positions). The version check is exact
+/// because this task is the only writer; a failed statement in SQLite undoes only itself, so a
+/// conflicting append leaves the rest of the group intact. An append split over several
+/// statements runs in a savepoint so it lands whole or not at all.
+async fn append_in_group(
+    conn: &mut SqliteConnection,
+    append: &Append,
+) -> Result<Result<Vec<Position>, StoreError>, StoreError> {
+    let current: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = ? AND aggregate_id = ?",
+    )
+    .bind(&append.aggregate_type)
+    .bind(&append.aggregate_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if current.max(0) as u64 != append.expected_version {
+        return Ok(Err(StoreError::Conflict));
+    }
+    let split = append.events.len() > MAX_EVENTS_PER_INSERT;
+    if split {
+        conn.execute("SAVEPOINT append").await?;
+    }
+    match insert_events(conn, append).await {
+        Ok(positions) => {
+            if split {
+                conn.execute("RELEASE append").await?;
+            }
+            Ok(Ok(positions))
+        }
+        Err(err @ (StoreError::Conflict | StoreError::Decode(_))) => {
+            if split {
+                conn.execute("ROLLBACK TO append").await?;
+                conn.execute("RELEASE append").await?;
+            }
+            Ok(Err(err))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn insert_events(conn: &mut SqliteConnection, append: &Append) -> Result<Vec<Position>, StoreError> {
+    let metadata = serde_json::to_string(&append.metadata.to_map())?;
+    let recorded_at = append.metadata.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let mut sequence = append.expected_version;
+    for chunk in append.events.chunks(MAX_EVENTS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?, ?)" });
+        }
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            sequence += 1;
+            query = query
+                .bind(&append.aggregate_type)
+                .bind(&append.aggregate_id)
+                .bind(to_i64(sequence))
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(serde_json::to_string(&event.payload)?)
+                .bind(&metadata)
+                .bind(&recorded_at);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_position FROM event_counter WHERE id = 1").fetch_one(&mut *conn).await?;
+    let last = last.max(0) as u64;
+    let count = append.events.len() as u64;
+    Ok((last + 1 - count..=last).map(|p| Position::new(p, 0)).collect())
+}
+
+async fn save_snapshot_row(conn: &mut SqliteConnection, row: &SnapshotRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, payload, taken_at)
+         VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+           SET last_sequence = excluded.last_sequence, payload = excluded.payload, taken_at = excluded.taken_at
+         WHERE excluded.last_sequence > aggregate_snapshots.last_sequence",
+    )
+    .bind(&row.aggregate_type)
+    .bind(&row.aggregate_id)
+    .bind(to_i64(row.last_sequence))
+    .bind(serde_json::to_string(&row.payload)?)
+    .bind(row.taken_at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

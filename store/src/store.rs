@@ -1,0 +1,333 @@
+//! `EventStore`: one contract over the SQLite, PostgreSQL and EventStoreDB backends.
+//!
+//! Callers append, load aggregates, read and wait on the global feed without knowing which
+//! backend holds the log. Upcasters apply here, on every read path, so the feed and aggregate
+//! loads always see current event shapes.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::Aggregate;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::checkpoint::{SqlDatabase, CHECKPOINT_MIGRATIONS};
+use crate::error::StoreError;
+use crate::event::{upcast_serialized, Append, RecordedEvent};
+use crate::migrate::{MigrationSet, STORE_MIGRATIONS};
+use crate::position::Position;
+use crate::postgres::PostgresStore;
+use crate::signal::FeedSignal;
+use crate::sqlite::{sqlite_path, SqliteStore};
+
+#[cfg(feature = "eventstoredb")]
+use crate::eventstoredb::EventStoreDbStore;
+
+/// Where the event log lives, parsed from `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// A SQLite file: `sqlite://PATH`, `sqlite:PATH` or a plain path.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database: `postgres://…` or `postgresql://…`.
+    Postgres(String),
+    /// An EventStoreDB server: `esdb://…` or `esdb+discover://…`.
+    EventStoreDb(String),
+}
+
+impl FromStr for StoreUrl {
+    type Err = StoreError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(StoreError::UnsupportedUrl(String::new()));
+        }
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(StoreUrl::Postgres(url.to_owned())),
+            Some("esdb" | "esdb+discover") => Ok(StoreUrl::EventStoreDb(url.to_owned())),
+            Some("sqlite") | None => Ok(StoreUrl::Sqlite(sqlite_path(url))),
+            Some(_) => Err(StoreError::UnsupportedUrl(url.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) | StoreUrl::EventStoreDb(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+/// A URL fit for logs: the password, if any, replaced.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Tuning that is the same for every backend.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Applied in order to every event read.
+    pub upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    /// How often a waiting feed reader looks again when no wake-up arrives.
+    pub poll_interval: Duration,
+    /// PostgreSQL connections in the pool.
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("upcasters", &self.upcasters.len())
+            .field("poll_interval", &self.poll_interval)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { upcasters: Arc::new(Vec::new()), poll_interval: Duration::from_millis(250), max_connections: 32 }
+    }
+}
+
+/// The backend behind an `EventStore`.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PostgresStore),
+    /// An EventStoreDB server.
+    #[cfg(feature = "eventstoredb")]
+    EventStoreDb(EventStoreDbStore),
+}
+
+/// The event log: append, load, read and wait on the global feed. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    backend: Backend,
+    options: StoreOptions,
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($store) => $call,
+            Backend::Postgres($store) => $call,
+            #[cfg(feature = "eventstoredb")]
+            Backend::EventStoreDb($store) => $call,
+        }
+    };
+}
+
+impl EventStore {
+    /// Opens the store at `url` (does not migrate: see `migrate`).
+    pub async fn open(url: &StoreUrl, options: StoreOptions) -> Result<Self, StoreError> {
+        let backend = match url {
+            StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path).await?),
+            StoreUrl::Postgres(url) => Backend::Postgres(PostgresStore::connect(url, options.max_connections).await?),
+            #[cfg(feature = "eventstoredb")]
+            StoreUrl::EventStoreDb(url) => Backend::EventStoreDb(EventStoreDbStore::connect(url).await?),
+            #[cfg(not(feature = "eventstoredb"))]
+            StoreUrl::EventStoreDb(url) => {
+                return Err(StoreError::UnsupportedUrl(format!(
+                    "{url} (this binary was built without the `eventstoredb` feature)"
+                )))
+            }
+        };
+        Ok(Self { backend, options })
+    }
+
+    /// Wraps an opened backend.
+    pub fn from_backend(backend: Backend, options: StoreOptions) -> Self {
+        Self { backend, options }
+    }
+
+    /// The backend, for what only one backend can do.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// A short name of the backend: `sqlite`, `postgres` or `eventstoredb`.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+            #[cfg(feature = "eventstoredb")]
+            Backend::EventStoreDb(_) => "eventstoredb",
+        }
+    }
+
+    /// The SQL database beside the log (SQLite file or PostgreSQL database), where consumers keep
+    /// their tables and checkpoints; `None` for EventStoreDB, whose users name a separate one.
+    pub fn sql_database(&self) -> Option<SqlDatabase> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(SqlDatabase::Sqlite(s.pool().clone())),
+            Backend::Postgres(s) => Some(SqlDatabase::Postgres(s.pool().clone())),
+            #[cfg(feature = "eventstoredb")]
+            Backend::EventStoreDb(_) => None,
+        }
+    }
+
+    /// Creates or upgrades the event log's schema (and the checkpoint table beside it); returns
+    /// what it applied. Idempotent.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut applied = match &self.backend {
+            Backend::Sqlite(s) => s.migrate(&STORE_MIGRATIONS).await?,
+            Backend::Postgres(s) => s.migrate(&STORE_MIGRATIONS).await?,
+            #[cfg(feature = "eventstoredb")]
+            Backend::EventStoreDb(_) => Vec::new(),
+        };
+        if let Some(db) = self.sql_database() {
+            applied.extend(db.migrate(&CHECKPOINT_MIGRATIONS).await?);
+        }
+        Ok(applied)
+    }
+
+    /// Migrations of the event log not yet applied (empty when ready).
+    pub async fn pending_migrations(&self) -> Result<Vec<&'static str>, StoreError> {
+        let sets: [&MigrationSet; 2] = [&STORE_MIGRATIONS, &CHECKPOINT_MIGRATIONS];
+        let mut pending = Vec::new();
+        for set in sets {
+            pending.extend(match &self.backend {
+                Backend::Sqlite(s) => s.pending_migrations(set).await?,
+                Backend::Postgres(s) => s.pending_migrations(set).await?,
+                #[cfg(feature = "eventstoredb")]
+                Backend::EventStoreDb(_) => Vec::new(),
+            });
+        }
+        Ok(pending)
+    }
+
+    /// An aggregate's events after `after_sequence`, upcast, in order.
+    pub async fn load_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<SerializedEvent>, StoreError> {
+        let events = dispatch!(self, s => s.load_events::<A>(aggregate_id, after_sequence).await?);
+        Ok(events.into_iter().map(|e| upcast_serialized(e, &self.options.upcasters)).collect())
+    }
+
+    /// Appends one aggregate's events atomically, if its stream is still at `expected_version`;
+    /// otherwise `StoreError::Conflict`. Returns the events' feed positions.
+    pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
+        if append.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, s => s.append(append).await)
+    }
+
+    /// Up to `limit` events after `after` in feed order, upcast. Every committed event appears
+    /// exactly once, and each aggregate's events in sequence order.
+    pub async fn read_feed(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = dispatch!(self, s => s.read_feed(after, limit).await?);
+        Ok(self.upcast_all(events))
+    }
+
+    /// One aggregate's whole stream with positions and times, upcast (for audit and replay).
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = dispatch!(self, s => s.read_stream(aggregate_type, aggregate_id).await?);
+        Ok(self.upcast_all(events))
+    }
+
+    /// The position of the newest event the feed can deliver.
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        dispatch!(self, s => s.head().await)
+    }
+
+    /// Waits until the feed has an event after `after`, or `timeout` passes; true when it has.
+    /// Woken by commits (in this process directly, across processes by notification), with
+    /// polling as the fallback; never a busy loop.
+    pub async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let mut wake = self.signal().subscribe();
+        loop {
+            if !dispatch!(self, s => s.read_feed(after, 1).await?).is_empty() {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let nap = self.options.poll_interval.min(deadline - now);
+            tokio::select! {
+                changed = wake.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(nap).await;
+                    }
+                }
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    /// The newest snapshot of an aggregate: its last sequence and serialised state.
+    pub async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<(u64, Value)>, StoreError> {
+        dispatch!(self, s => s.load_snapshot(aggregate_type, aggregate_id).await)
+    }
+
+    /// Records a snapshot; an older one than stored is ignored.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        last_sequence: u64,
+        state: Value,
+        taken_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.save_snapshot(aggregate_type, aggregate_id, last_sequence, state, taken_at).await)
+    }
+
+    fn signal(&self) -> &FeedSignal {
+        dispatch!(self, s => s.signal())
+    }
+
+    fn upcast_all(&self, events: Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        events.into_iter().map(|e| e.upcast(&self.options.upcasters)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!("stay-data/stay.db".parse::<StoreUrl>().unwrap(), StoreUrl::Sqlite("stay-data/stay.db".into()));
+        assert_eq!("sqlite:///tmp/x.db".parse::<StoreUrl>().unwrap(), StoreUrl::Sqlite("/tmp/x.db".into()));
+        assert_eq!("sqlite:x.db".parse::<StoreUrl>().unwrap(), StoreUrl::Sqlite("x.db".into()));
+        assert!(matches!("postgres://u@h/db".parse::<StoreUrl>().unwrap(), StoreUrl::Postgres(_)));
+        assert!(matches!("postgresql://u@h/db".parse::<StoreUrl>().unwrap(), StoreUrl::Postgres(_)));
+        assert!(matches!("esdb://h:2113?tls=false".parse::<StoreUrl>().unwrap(), StoreUrl::EventStoreDb(_)));
+        assert!(matches!("mysql://h/db".parse::<StoreUrl>(), Err(StoreError::UnsupportedUrl(_))));
+        assert!(matches!("  ".parse::<StoreUrl>(), Err(StoreError::UnsupportedUrl(_))));
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        let url: StoreUrl = "postgres://stay:secret@db:5432/stay".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://stay:***@db:5432/stay");
+    }
+}
