@@ -1,8 +1,9 @@
 //! Checkpoints: how far a named consumer of the feed has got.
 //!
 //! A consumer writes its own rows and its checkpoint in one transaction on the same database, so a
-//! crash between the two cannot happen: effects are exactly-once although delivery is
-//! at-least-once. `SqlDatabase` is that database (the read store): the event store's own SQLite
+//! crash between the two cannot happen; and the checkpoint moves by compare-and-set from the
+//! position the consumer read, so two workers cannot both apply a batch. Effects are exactly-once
+//! although delivery is at-least-once. `SqlDatabase` is that database (the read store): the event store's own SQLite
 //! file or PostgreSQL database by default, or a separate one.
 
 use chrono::{SecondsFormat, Utc};
@@ -129,33 +130,77 @@ impl SqlTransaction {
         parse_checkpoint(name, text)
     }
 
-    /// Records the consumer's checkpoint; it takes effect with the transaction's commit.
-    pub async fn save_checkpoint(&mut self, name: &str, position: Position) -> Result<(), StoreError> {
-        let position = position.to_string();
-        match self {
+    /// Moves the consumer's checkpoint from `expected` to `position`; it takes effect with the
+    /// transaction's commit. Compare-and-set: when another worker has moved the checkpoint since
+    /// this one read it (a lease that ran out mid-batch), the answer is `StoreError::Conflict` and
+    /// the caller must roll back, so no batch is applied twice and no checkpoint moves backwards.
+    pub async fn save_checkpoint(
+        &mut self,
+        name: &str,
+        expected: Position,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        if position < expected {
+            return Err(StoreError::Schema(format!(
+                "checkpoint `{name}` cannot move backwards from {expected} to {position}; reset it instead"
+            )));
+        }
+        let (expected_text, position_text) = (expected.to_string(), position.to_string());
+        let changed = match self {
             SqlTransaction::Sqlite(tx) => {
-                sqlx::query(
-                    "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?)
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-                )
-                .bind(name)
-                .bind(position)
-                .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true))
-                .execute(&mut **tx)
-                .await?;
+                let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+                let moved =
+                    sqlx::query("UPDATE checkpoints SET position = ?, updated_at = ? WHERE name = ? AND position = ?")
+                        .bind(&position_text)
+                        .bind(&now)
+                        .bind(name)
+                        .bind(&expected_text)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                if moved == 0 && expected == Position::START {
+                    sqlx::query(
+                        "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(&position_text)
+                    .bind(&now)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                } else {
+                    moved
+                }
             }
             SqlTransaction::Postgres(tx) => {
-                sqlx::query(
-                    "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now())
-                     ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                let moved = sqlx::query(
+                    "UPDATE checkpoints SET position = $1, updated_at = now() WHERE name = $2 AND position = $3",
                 )
+                .bind(&position_text)
                 .bind(name)
-                .bind(position)
+                .bind(&expected_text)
                 .execute(&mut **tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if moved == 0 && expected == Position::START {
+                    sqlx::query(
+                        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(&position_text)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                } else {
+                    moved
+                }
             }
+        };
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
         }
-        Ok(())
     }
 
     /// Forgets the consumer's checkpoint (it starts again from the beginning), e.g. for a rebuild.

@@ -15,7 +15,7 @@ pub enum StoreError {
     #[error("stored data could not be decoded: {0}")]
     Decode(String),
     /// A store URL that names no backend we have.
-    #[error("unsupported store `{0}`: use a SQLite path (or sqlite://PATH) or postgres://…")]
+    #[error("unsupported store `{0}`: use a SQLite path (or sqlite://PATH), postgres://… or esdb://…")]
     UnsupportedUrl(String),
     /// The schema is older or newer than this binary.
     #[error("schema: {0}")]

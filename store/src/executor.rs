@@ -395,11 +395,17 @@ impl<A> AggregateCache<A> {
                 None => break,
             }
         }
-        // Ids taken out and put back are queued again; drop the stale ones now and then.
+        // Ids taken out and put back are queued again; now and then drop every queue entry but an
+        // id's newest, so eviction follows recent use.
         if self.order.len() > self.capacity.saturating_mul(2) {
-            let entries = &self.entries;
             let mut seen = std::collections::HashSet::new();
-            self.order.retain(|id| entries.contains_key(id) && seen.insert(id.clone()));
+            let mut newest_first: Vec<String> = Vec::with_capacity(self.entries.len());
+            for id in self.order.drain(..).rev() {
+                if self.entries.contains_key(&id) && seen.insert(id.clone()) {
+                    newest_first.push(id);
+                }
+            }
+            self.order = newest_first.into_iter().rev().collect();
         }
     }
 }

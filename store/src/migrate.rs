@@ -56,11 +56,12 @@ const LEDGER_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS stay_migrations (
 
 /// Applies the set's pending SQLite migrations; returns the names it applied.
 pub async fn apply_sqlite(conn: &mut SqliteConnection, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
-    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let result = apply_sqlite_locked(conn, set).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    sqlx::raw_sql(end).execute(&mut *conn).await?;
-    result
+    // An immediate transaction holds the write lock from the start, so two migrators cannot both
+    // decide a migration is pending; sqlx rolls it back if this future is dropped halfway.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let applied = apply_sqlite_locked(&mut tx, set).await?;
+    tx.commit().await?;
+    Ok(applied)
 }
 
 async fn apply_sqlite_locked(conn: &mut SqliteConnection, set: &MigrationSet) -> Result<Vec<String>, StoreError> {

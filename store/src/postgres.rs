@@ -67,7 +67,7 @@ impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", crate::store::redact_password(url))))?
             .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)])
             .disable_statement_logging();
         let pool = PgPoolOptions::new()
@@ -131,6 +131,9 @@ impl PostgresStore {
 
     /// Appends one aggregate's events atomically (one statement); returns their positions.
     pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
+        if append.events.is_empty() {
+            return Ok(Vec::new());
+        }
         let metadata = serde_json::to_value(append.metadata.to_map())?;
         let count = append.events.len();
         // The primary key catches a writer behind the stream; the EXISTS guard one ahead of it
@@ -155,7 +158,7 @@ impl PostgresStore {
         sql.push_str(
             ") AS v (sequence, event_type, event_version, payload) \
              WHERE $5::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $5::bigint) \
-             RETURNING global_position, tx_id::text AS tx_id_text",
+             RETURNING sequence, global_position, tx_id::text AS tx_id_text",
         );
         let mut query = sqlx::query(&sql)
             .bind(&append.aggregate_type)
@@ -174,9 +177,13 @@ impl PostgresStore {
         if rows.len() != count {
             return Err(StoreError::Conflict);
         }
-        let mut positions = rows.iter().map(position_of).collect::<Result<Vec<_>, _>>()?;
-        positions.sort();
-        if let Some(last) = positions.last() {
+        let mut numbered = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>("sequence")?, position_of(row)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        numbered.sort_unstable();
+        let positions: Vec<Position> = numbered.into_iter().map(|(_, position)| position).collect();
+        if let Some(last) = positions.iter().max() {
             self.inner.signal.advance(*last);
         }
         self.inner.committed.notify_one();
@@ -332,6 +339,7 @@ async fn receive_notifications(pool: PgPool, signal: FeedSignal) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
+            Err(sqlx::Error::PoolClosed) => return,
             Err(err) => {
                 tracing::debug!(error = %err, "cannot listen for feed notifications; polling meanwhile");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -44,9 +44,16 @@ struct Inner {
     signal: FeedSignal,
 }
 
+/// Work for the writer task, answered once its group has committed (or failed).
 #[derive(Debug)]
-enum WriteJob {
-    Append(Append, oneshot::Sender<Result<Vec<Position>, StoreError>>),
+struct WriteJob {
+    work: Work,
+    reply: oneshot::Sender<Result<Vec<Position>, StoreError>>,
+}
+
+#[derive(Debug)]
+enum Work {
+    Append(Append),
     Snapshot(SnapshotRow),
 }
 
@@ -140,8 +147,12 @@ impl SqliteStore {
 
     /// Appends one aggregate's events atomically; returns their positions.
     pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
+        self.write(Work::Append(append)).await
+    }
+
+    async fn write(&self, work: Work) -> Result<Vec<Position>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inner.writer.send(WriteJob::Append(append, reply)).await.map_err(|_| StoreError::Closed)?;
+        self.inner.writer.send(WriteJob { work, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -206,8 +217,7 @@ impl SqliteStore {
         .transpose()
     }
 
-    /// Records a snapshot (kept only if newer than the one stored). Written by the writer task,
-    /// after the appends queued before it, without waiting for it.
+    /// Records a snapshot (kept only if newer than the one stored), through the writer task.
     pub async fn save_snapshot(
         &self,
         aggregate_type: &str,
@@ -223,7 +233,7 @@ impl SqliteStore {
             payload,
             taken_at,
         };
-        self.inner.writer.send(WriteJob::Snapshot(row)).await.map_err(|_| StoreError::Closed)
+        self.write(Work::Snapshot(row)).await.map(drop)
     }
 }
 
@@ -283,21 +293,17 @@ async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> 
         let _ = conn.execute("ROLLBACK").await;
         let message = err.to_string();
         for job in group.drain(..) {
-            if let WriteJob::Append(_, reply) = job {
-                let _ = reply.send(Err(StoreError::Database(message.clone().into())));
-            }
+            let _ = job.reply.send(Err(StoreError::Database(message.clone().into())));
         }
         return None;
     }
 
     let mut head = None;
     for (job, outcome) in group.drain(..).zip(outcomes) {
-        if let WriteJob::Append(_, reply) = job {
-            if let Ok(positions) = &outcome {
-                head = positions.last().copied().max(head);
-            }
-            let _ = reply.send(outcome);
+        if let Ok(positions) = &outcome {
+            head = positions.last().copied().max(head);
         }
+        let _ = job.reply.send(outcome);
     }
     head
 }
@@ -309,9 +315,9 @@ async fn write_group_transaction(
 ) -> Result<(), StoreError> {
     conn.execute("BEGIN IMMEDIATE").await?;
     for job in group {
-        match job {
-            WriteJob::Append(append, _) => outcomes.push(append_in_group(conn, append).await?),
-            WriteJob::Snapshot(row) => {
+        match &job.work {
+            Work::Append(append) => outcomes.push(append_in_group(conn, append).await?),
+            Work::Snapshot(row) => {
                 outcomes.push(Ok(Vec::new()));
                 save_snapshot_row(conn, row).await?;
             }

@@ -28,6 +28,9 @@ use crate::sqlite::{sqlite_path, SqliteStore};
 #[cfg(feature = "eventstoredb")]
 use crate::eventstoredb::EventStoreDbStore;
 
+/// How soon a woken reader looks again while committed events wait behind the feed's fence.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(25);
+
 /// Where the event log lives, parsed from `--store`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -52,7 +55,7 @@ impl FromStr for StoreUrl {
             Some("postgres" | "postgresql") => Ok(StoreUrl::Postgres(url.to_owned())),
             Some("esdb" | "esdb+discover") => Ok(StoreUrl::EventStoreDb(url.to_owned())),
             Some("sqlite") | None => Ok(StoreUrl::Sqlite(sqlite_path(url))),
-            Some(_) => Err(StoreError::UnsupportedUrl(url.to_owned())),
+            Some(_) => Err(StoreError::UnsupportedUrl(redact_password(url))),
         }
     }
 }
@@ -67,7 +70,7 @@ impl fmt::Display for StoreUrl {
 }
 
 /// A URL fit for logs: the password, if any, replaced.
-fn redact_password(url: &str) -> String {
+pub(crate) fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
     match credentials.split_once(':') {
@@ -259,6 +262,10 @@ impl EventStore {
     pub async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool, StoreError> {
         let deadline = Instant::now() + timeout;
         let mut wake = self.signal().subscribe();
+        // Woken but nothing readable yet: events have committed behind PostgreSQL's fence (an
+        // older transaction, possibly not Stay's, is still running). Its end sends no
+        // notification, so look again soon rather than at the next poll.
+        let mut held_back = false;
         loop {
             if !dispatch!(self, s => s.read_feed(after, 1).await?).is_empty() {
                 return Ok(true);
@@ -267,9 +274,12 @@ impl EventStore {
             if now >= deadline {
                 return Ok(false);
             }
-            let nap = self.options.poll_interval.min(deadline - now);
+            let interval = self.options.poll_interval.max(Duration::from_millis(10));
+            let interval = if held_back { interval.min(HELD_BACK_RECHECK) } else { interval };
+            let nap = interval.min(deadline - now);
             tokio::select! {
                 changed = wake.changed() => {
+                    held_back = true;
                     if changed.is_err() {
                         tokio::time::sleep(nap).await;
                     }

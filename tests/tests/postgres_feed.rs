@@ -164,3 +164,27 @@ async fn feed_order_is_numeric_across_transaction_id_digit_boundaries() {
     let after_first = store.read_feed(read[0].position, 10).await.expect("read after");
     assert_eq!(after_first.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_in_another_process_is_woken_by_notification_not_polling() {
+    let db = TestPostgres::create().await;
+    let writer = store(&db).await;
+    // A second store on the same database stands for another process: its own pool and listener,
+    // and a poll interval so long that only a notification can wake it in time.
+    let options = StoreOptions { poll_interval: Duration::from_secs(60), ..StoreOptions::default() };
+    let reader = EventStore::open(&StoreUrl::Postgres(db.url().to_owned()), options).await.expect("open reader");
+    let head = reader.head().await.expect("head");
+    tokio::time::sleep(Duration::from_millis(300)).await; // let its listener subscribe
+    let waiting = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let woke = reader.wait_for_events(head, Duration::from_secs(40)).await.expect("wait");
+        (woke, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writer.append(one_event(&Uuid::new_v4().to_string(), 1)).await.expect("append");
+    let (woke, waited) = waiting.await.expect("reader");
+    assert!(woke);
+    // Well under the 60 s poll; not tighter, because the fence is cluster-wide and the test beside
+    // this one holds a transaction open for 3 s on purpose.
+    assert!(waited < Duration::from_secs(10), "woken by NOTIFY, not by the 60 s poll: {waited:?}");
+}
