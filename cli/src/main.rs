@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod load;
 mod migrate;
 mod settings;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Create or upgrade the event store's schema, then exit (safe to run again).
     Migrate(migrate::MigrateArgs),
+    /// Generate load and measure it (the figures in docs/benchmarks.md).
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Migrate(args) => migrate::run(args).await,
+            Command::Load(args) => load::run(args).await,
         }
     });
     match outcome {

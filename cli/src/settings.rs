@@ -23,7 +23,7 @@ impl StoreArgs {
     /// The store to open.
     pub fn store_url(&self) -> anyhow::Result<StoreUrl> {
         match &self.store {
-            Some(url) => url.parse().with_context(|| format!("--store {url}")),
+            Some(url) => url.parse().context("--store"),
             None => Ok(StoreUrl::Sqlite(self.data_dir.join("stay.db"))),
         }
     }
