@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::persist::{EventUpcaster, PersistedEventRepository, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -227,4 +227,21 @@ pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Decode(format!("recorded_at `{text}`: {e}")))
+}
+
+/// An aggregate's events after `after_sequence`, through a cqrs-es repository (every backend loads
+/// aggregates this way).
+pub(crate) async fn load_through<R: PersistedEventRepository, A: Aggregate>(
+    repo: &R,
+    aggregate_id: &str,
+    after_sequence: u64,
+) -> Result<Vec<SerializedEvent>, StoreError> {
+    let events = if after_sequence == 0 {
+        repo.get_events::<A>(aggregate_id).await?
+    } else {
+        // Past usize::MAX (32-bit targets) there is nothing left to load anyway.
+        let after = usize::try_from(after_sequence).unwrap_or(usize::MAX);
+        repo.get_last_events::<A>(aggregate_id, after).await?
+    };
+    Ok(events)
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
-use crate::event::{Append, RecordedEvent};
+use crate::event::{load_through, Append, RecordedEvent};
 use crate::migrate::{self, MigrationSet};
 use crate::position::Position;
 use crate::signal::FeedSignal;
@@ -120,13 +120,7 @@ impl PostgresStore {
         aggregate_id: &str,
         after_sequence: u64,
     ) -> Result<Vec<SerializedEvent>, StoreError> {
-        let repo = self.repository();
-        let events = if after_sequence == 0 {
-            repo.get_events::<A>(aggregate_id).await?
-        } else {
-            repo.get_last_events::<A>(aggregate_id, after_sequence as usize).await?
-        };
-        Ok(events)
+        load_through::<_, A>(&self.repository(), aggregate_id, after_sequence).await
     }
 
     /// Appends one aggregate's events atomically (one statement); returns their positions.

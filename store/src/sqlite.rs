@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row, SqliteConnection, SqlitePo
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
-use crate::event::{parse_time, Append, RecordedEvent};
+use crate::event::{load_through, parse_time, Append, RecordedEvent};
 use crate::migrate::{self, MigrationSet};
 use crate::position::Position;
 use crate::signal::FeedSignal;
@@ -136,13 +136,7 @@ impl SqliteStore {
         aggregate_id: &str,
         after_sequence: u64,
     ) -> Result<Vec<SerializedEvent>, StoreError> {
-        let repo = self.repository();
-        let events = if after_sequence == 0 {
-            repo.get_events::<A>(aggregate_id).await?
-        } else {
-            repo.get_last_events::<A>(aggregate_id, after_sequence as usize).await?
-        };
-        Ok(events)
+        load_through::<_, A>(&self.repository(), aggregate_id, after_sequence).await
     }
 
     /// Appends one aggregate's events atomically; returns their positions.

@@ -43,7 +43,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use eventstore::{Client, ClientSettings, ClientSettingsParseError, StreamPosition};
 use serde_json::Value;
@@ -61,7 +61,7 @@ use codec::{
 use repository::{append_to_stream, read_all_page, read_stream_from, read_stream_page, Direction};
 
 use crate::error::StoreError;
-use crate::event::{Append, RecordedEvent};
+use crate::event::{load_through, Append, RecordedEvent};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 
@@ -192,15 +192,7 @@ impl EventStoreDbStore {
         aggregate_id: &str,
         after_sequence: u64,
     ) -> Result<Vec<SerializedEvent>, StoreError> {
-        let repo = self.repository();
-        let events = if after_sequence == 0 {
-            repo.get_events::<A>(aggregate_id).await?
-        } else {
-            // Past usize::MAX (32-bit targets) there is nothing left to load anyway.
-            let after = usize::try_from(after_sequence).unwrap_or(usize::MAX);
-            repo.get_last_events::<A>(aggregate_id, after).await?
-        };
-        Ok(events)
+        load_through::<_, A>(self.repository(), aggregate_id, after_sequence).await
     }
 
     /// Appends one aggregate's events atomically if its stream is still at `expected_version`;
@@ -484,6 +476,7 @@ mod tests {
 
     use super::*;
     use crate::event::{CommandContext, NewEvent};
+    use cqrs_es::persist::PersistedEventRepository;
 
     /// A store whose server does not exist: enough for everything decided before the network.
     fn offline_store() -> EventStoreDbStore {
