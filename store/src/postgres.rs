@@ -31,7 +31,6 @@ use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent};
-use crate::migrate::{self, MigrationSet};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 
@@ -96,18 +95,6 @@ impl PostgresStore {
 
     pub(crate) fn signal(&self) -> &FeedSignal {
         &self.inner.signal
-    }
-
-    /// Applies a component's pending migrations.
-    pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.inner.pool.acquire().await?;
-        migrate::apply_postgres(&mut conn, set).await
-    }
-
-    /// A component's migrations not yet applied.
-    pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
-        let mut conn = self.inner.pool.acquire().await?;
-        migrate::pending_postgres(&mut conn, set).await
     }
 
     fn repository(&self) -> PostgresEventRepository {

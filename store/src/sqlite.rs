@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::event::{load_through, parse_time, Append, RecordedEvent};
-use crate::migrate::{self, MigrationSet};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 
@@ -94,11 +93,6 @@ impl SqliteStore {
         Ok(Self { inner: Arc::new(Inner { path, read_pool, writer, signal }) })
     }
 
-    /// Opens the file named by a `sqlite://PATH`, `sqlite:PATH` or plain path URL.
-    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        Self::open(sqlite_path(url)).await
-    }
-
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -111,18 +105,6 @@ impl SqliteStore {
 
     pub(crate) fn signal(&self) -> &FeedSignal {
         &self.inner.signal
-    }
-
-    /// Applies a component's pending migrations.
-    pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.inner.read_pool.acquire().await?;
-        migrate::apply_sqlite(&mut conn, set).await
-    }
-
-    /// A component's migrations not yet applied.
-    pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
-        let mut conn = self.inner.read_pool.acquire().await?;
-        migrate::pending_sqlite(&mut conn, set).await
     }
 
     /// The cqrs-es repository over our tables, used to load aggregates.

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::checkpoint::{SqlDatabase, CHECKPOINT_MIGRATIONS};
 use crate::error::StoreError;
 use crate::event::{upcast_serialized, Append, RecordedEvent};
-use crate::migrate::{MigrationSet, STORE_MIGRATIONS};
+use crate::migrate::STORE_MIGRATIONS;
 use crate::position::Position;
 use crate::postgres::PostgresStore;
 use crate::signal::FeedSignal;
@@ -186,31 +186,22 @@ impl EventStore {
     }
 
     /// Creates or upgrades the event log's schema (and the checkpoint table beside it); returns
-    /// what it applied. Idempotent.
+    /// what it applied. Idempotent. EventStoreDB needs no schema.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let mut applied = match &self.backend {
-            Backend::Sqlite(s) => s.migrate(&STORE_MIGRATIONS).await?,
-            Backend::Postgres(s) => s.migrate(&STORE_MIGRATIONS).await?,
-            #[cfg(feature = "eventstoredb")]
-            Backend::EventStoreDb(_) => Vec::new(),
-        };
-        if let Some(db) = self.sql_database() {
-            applied.extend(db.migrate(&CHECKPOINT_MIGRATIONS).await?);
+        let Some(db) = self.sql_database() else { return Ok(Vec::new()) };
+        let mut applied = Vec::new();
+        for set in [&STORE_MIGRATIONS, &CHECKPOINT_MIGRATIONS] {
+            applied.extend(db.migrate(set).await?);
         }
         Ok(applied)
     }
 
     /// Migrations of the event log not yet applied (empty when ready).
     pub async fn pending_migrations(&self) -> Result<Vec<&'static str>, StoreError> {
-        let sets: [&MigrationSet; 2] = [&STORE_MIGRATIONS, &CHECKPOINT_MIGRATIONS];
+        let Some(db) = self.sql_database() else { return Ok(Vec::new()) };
         let mut pending = Vec::new();
-        for set in sets {
-            pending.extend(match &self.backend {
-                Backend::Sqlite(s) => s.pending_migrations(set).await?,
-                Backend::Postgres(s) => s.pending_migrations(set).await?,
-                #[cfg(feature = "eventstoredb")]
-                Backend::EventStoreDb(_) => Vec::new(),
-            });
+        for set in [&STORE_MIGRATIONS, &CHECKPOINT_MIGRATIONS] {
+            pending.extend(db.pending_migrations(set).await?);
         }
         Ok(pending)
     }
