@@ -134,6 +134,21 @@ pub struct Append {
     pub metadata: EventMetadata,
 }
 
+/// An aggregate's state after its first `last_sequence` events, so a load can start there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The aggregate's type.
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// The sequence of the last event the state includes.
+    pub last_sequence: u64,
+    /// The serialised aggregate.
+    pub state: Value,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+}
+
 /// An event as it stands in the log, with its place in the global feed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RecordedEvent {

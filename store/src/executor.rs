@@ -26,7 +26,7 @@ use rand::Rng;
 use stay_domain::Clock;
 
 use crate::error::StoreError;
-use crate::event::{Append, CommandContext, EventMetadata, NewEvent};
+use crate::event::{Append, CommandContext, EventMetadata, NewEvent, Snapshot};
 use crate::position::Position;
 use crate::store::EventStore;
 
@@ -335,12 +335,18 @@ impl<A: Aggregate + 'static> Executor<A> {
                 return;
             }
         };
+        let snapshot = Snapshot {
+            aggregate_type: A::TYPE.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            last_sequence: new_version,
+            state: payload,
+            taken_at: self.clock.now(),
+        };
         let store = self.store.clone();
-        let aggregate_id = aggregate_id.to_owned();
-        let taken_at = self.clock.now();
         // A snapshot is an optimisation: written after the commit, off the command's path.
         tokio::spawn(async move {
-            if let Err(err) = store.save_snapshot(A::TYPE, &aggregate_id, new_version, payload, taken_at).await {
+            let aggregate_id = snapshot.aggregate_id.clone();
+            if let Err(err) = store.save_snapshot(snapshot).await {
                 tracing::warn!(aggregate = A::TYPE, aggregate_id, error = %err, "snapshot not saved");
             }
         });

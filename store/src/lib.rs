@@ -27,7 +27,7 @@ pub mod eventstoredb;
 pub use checkpoint::{SqlDatabase, SqlTransaction, CHECKPOINT_MIGRATIONS};
 pub use clock::SystemClock;
 pub use error::StoreError;
-pub use event::{Append, CommandContext, EventMetadata, NewEvent, RecordedEvent};
+pub use event::{Append, CommandContext, EventMetadata, NewEvent, RecordedEvent, Snapshot};
 pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorConfig, ExecutorStats};
 pub use migrate::{Migration, MigrationSet, STORE_MIGRATIONS};
 pub use position::Position;

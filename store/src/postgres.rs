@@ -19,7 +19,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
@@ -30,7 +29,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
-use crate::event::{load_through, Append, RecordedEvent};
+use crate::event::{load_through, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 
@@ -252,14 +251,7 @@ impl PostgresStore {
     }
 
     /// Records a snapshot, kept only if newer than the one stored.
-    pub async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        last_sequence: u64,
-        payload: Value,
-        taken_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, payload, taken_at)
              VALUES ($1, $2, $3, $4, $5)
@@ -267,11 +259,11 @@ impl PostgresStore {
                SET last_sequence = excluded.last_sequence, payload = excluded.payload, taken_at = excluded.taken_at
              WHERE excluded.last_sequence > aggregate_snapshots.last_sequence",
         )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(to_i64(last_sequence))
-        .bind(&payload)
-        .bind(taken_at)
+        .bind(&snapshot.aggregate_type)
+        .bind(&snapshot.aggregate_id)
+        .bind(to_i64(snapshot.last_sequence))
+        .bind(&snapshot.state)
+        .bind(snapshot.taken_at)
         .execute(&self.inner.pool)
         .await?;
         Ok(())

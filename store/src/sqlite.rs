@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use serde_json::Value;
@@ -20,7 +20,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row, SqliteConnection, SqlitePo
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
-use crate::event::{load_through, parse_time, Append, RecordedEvent};
+use crate::event::{load_through, parse_time, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 
@@ -53,16 +53,7 @@ struct WriteJob {
 #[derive(Debug)]
 enum Work {
     Append(Append),
-    Snapshot(SnapshotRow),
-}
-
-#[derive(Debug)]
-struct SnapshotRow {
-    aggregate_type: String,
-    aggregate_id: String,
-    last_sequence: u64,
-    payload: Value,
-    taken_at: DateTime<Utc>,
+    Snapshot(Snapshot),
 }
 
 fn connect_options(path: &Path) -> SqliteConnectOptions {
@@ -194,22 +185,8 @@ impl SqliteStore {
     }
 
     /// Records a snapshot (kept only if newer than the one stored), through the writer task.
-    pub async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        last_sequence: u64,
-        payload: Value,
-        taken_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let row = SnapshotRow {
-            aggregate_type: aggregate_type.to_owned(),
-            aggregate_id: aggregate_id.to_owned(),
-            last_sequence,
-            payload,
-            taken_at,
-        };
-        self.write(Work::Snapshot(row)).await.map(drop)
+    pub async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.write(Work::Snapshot(snapshot)).await.map(drop)
     }
 }
 
@@ -293,9 +270,9 @@ async fn write_group_transaction(
     for job in group {
         match &job.work {
             Work::Append(append) => outcomes.push(append_in_group(conn, append).await?),
-            Work::Snapshot(row) => {
+            Work::Snapshot(snapshot) => {
                 outcomes.push(Ok(Vec::new()));
-                save_snapshot_row(conn, row).await?;
+                save_snapshot_row(conn, snapshot).await?;
             }
         }
     }
@@ -377,7 +354,7 @@ async fn insert_events(conn: &mut SqliteConnection, append: &Append) -> Result<V
     Ok((last + 1 - count..=last).map(|p| Position::new(p, 0)).collect())
 }
 
-async fn save_snapshot_row(conn: &mut SqliteConnection, row: &SnapshotRow) -> Result<(), StoreError> {
+async fn save_snapshot_row(conn: &mut SqliteConnection, snapshot: &Snapshot) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, last_sequence, payload, taken_at)
          VALUES (?, ?, ?, ?, ?)
@@ -385,11 +362,11 @@ async fn save_snapshot_row(conn: &mut SqliteConnection, row: &SnapshotRow) -> Re
            SET last_sequence = excluded.last_sequence, payload = excluded.payload, taken_at = excluded.taken_at
          WHERE excluded.last_sequence > aggregate_snapshots.last_sequence",
     )
-    .bind(&row.aggregate_type)
-    .bind(&row.aggregate_id)
-    .bind(to_i64(row.last_sequence))
-    .bind(serde_json::to_string(&row.payload)?)
-    .bind(row.taken_at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    .bind(&snapshot.aggregate_type)
+    .bind(&snapshot.aggregate_id)
+    .bind(to_i64(snapshot.last_sequence))
+    .bind(serde_json::to_string(&snapshot.state)?)
+    .bind(snapshot.taken_at.to_rfc3339_opts(SecondsFormat::Micros, true))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -10,7 +10,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use serde_json::Value;
@@ -18,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::checkpoint::{SqlDatabase, CHECKPOINT_MIGRATIONS};
 use crate::error::StoreError;
-use crate::event::{upcast_serialized, Append, RecordedEvent};
+use crate::event::{upcast_serialized, Append, RecordedEvent, Snapshot};
 use crate::migrate::STORE_MIGRATIONS;
 use crate::position::Position;
 use crate::postgres::PostgresStore;
@@ -290,15 +289,8 @@ impl EventStore {
     }
 
     /// Records a snapshot; an older one than stored is ignored.
-    pub async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        last_sequence: u64,
-        state: Value,
-        taken_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.save_snapshot(aggregate_type, aggregate_id, last_sequence, state, taken_at).await)
+    pub async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        dispatch!(self, s => s.save_snapshot(snapshot).await)
     }
 
     fn signal(&self) -> &FeedSignal {

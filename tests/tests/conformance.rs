@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use stay_store::{
-    Append, CommandContext, EventStore, ExecuteError, Executor, ExecutorConfig, NewEvent, Position, StoreError,
-    StoreOptions, StoreUrl, SystemClock,
+    Append, CommandContext, EventStore, ExecuteError, Executor, ExecutorConfig, NewEvent, Position, Snapshot,
+    StoreError, StoreOptions, StoreUrl, SystemClock,
 };
 use stay_tests::tally::{self, Tally, TallyCommand, TallyError, TallyEvent};
 use stay_tests::{TestPostgres, TestSqlite};
@@ -291,6 +291,16 @@ async fn the_executor_answers_refusals_no_ops_and_positions(store: &EventStore) 
     assert_eq!(committed.last_position(), Some(feed[1].position));
 }
 
+fn tally_snapshot(id: &str, last_sequence: u64, state: serde_json::Value) -> Snapshot {
+    Snapshot {
+        aggregate_type: "Tally".to_owned(),
+        aggregate_id: id.to_owned(),
+        last_sequence,
+        state,
+        taken_at: Utc::now(),
+    }
+}
+
 async fn snapshots_shorten_cold_loads_and_stay_correct(store: &EventStore) {
     let config = ExecutorConfig { snapshot_every: 10, ..ExecutorConfig::default() };
     let warm = Executor::<Tally>::with_config(store.clone(), Arc::new(()), Arc::new(SystemClock), config.clone());
@@ -315,13 +325,13 @@ async fn snapshots_shorten_cold_loads_and_stay_correct(store: &EventStore) {
     assert_eq!((state.total, version), ((1..=25).sum::<i64>(), 25));
 
     // A snapshot that no longer fits the aggregate's shape is ignored, not trusted.
-    store.save_snapshot("Tally", &id, 24, json!({"unexpected": true}), Utc::now()).await.expect("save");
+    store.save_snapshot(tally_snapshot(&id, 24, json!({"unexpected": true}))).await.expect("save");
     let cold = Executor::<Tally>::with_config(store.clone(), Arc::new(()), Arc::new(SystemClock), config.clone());
     let (state, version) = cold.load(&id).await.expect("load past bad snapshot");
     assert_eq!((state.total, version), ((1..=25).sum::<i64>(), 25));
 
     // A cold load starts from the newest snapshot (the marker total proves it was read, not replayed).
-    store.save_snapshot("Tally", &id, 25, json!({"total": 999_999, "additions": 25}), Utc::now()).await.expect("save");
+    store.save_snapshot(tally_snapshot(&id, 25, json!({"total": 999_999, "additions": 25}))).await.expect("save");
     let cold = Executor::<Tally>::with_config(store.clone(), Arc::new(()), Arc::new(SystemClock), config);
     let (state, version) = cold.load(&id).await.expect("load from snapshot");
     assert_eq!((state.total, version), (999_999, 25));

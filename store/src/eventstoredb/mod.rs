@@ -42,7 +42,6 @@ mod wake;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use eventstore::{Client, ClientSettings, ClientSettingsParseError, StreamPosition};
@@ -61,7 +60,7 @@ use codec::{
 use repository::{append_to_stream, read_all_page, read_stream_from, read_stream_page, Direction};
 
 use crate::error::StoreError;
-use crate::event::{load_through, Append, RecordedEvent};
+use crate::event::{load_through, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 
@@ -324,21 +323,14 @@ impl EventStoreDbStore {
     }
 
     /// Records a snapshot, kept only if newer than the one stored.
-    pub async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        last_sequence: u64,
-        state: Value,
-        taken_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         let record = SnapshotRecord {
-            aggregate_type: aggregate_type.to_owned(),
-            aggregate_id: aggregate_id.to_owned(),
-            last_sequence,
+            aggregate_type: snapshot.aggregate_type,
+            aggregate_id: snapshot.aggregate_id,
+            last_sequence: snapshot.last_sequence,
             snapshot_version: 0,
-            state,
-            taken_at,
+            state: snapshot.state,
+            taken_at: snapshot.taken_at,
         };
         repository::save_snapshot(&self.inner.client, record).await
     }
@@ -476,6 +468,7 @@ mod tests {
 
     use super::*;
     use crate::event::{CommandContext, NewEvent};
+    use chrono::Utc;
     use cqrs_es::persist::PersistedEventRepository;
 
     /// A store whose server does not exist: enough for everything decided before the network.
@@ -506,7 +499,13 @@ mod tests {
         send(store.read_stream("Room", "r-1"));
         send(store.head());
         send(store.load_snapshot("Room", "r-1"));
-        send(store.save_snapshot("Room", "r-1", 3, json!({}), Utc::now()));
+        send(store.save_snapshot(Snapshot {
+            aggregate_type: "Room".to_owned(),
+            aggregate_id: "r-1".to_owned(),
+            last_sequence: 3,
+            state: json!({}),
+            taken_at: Utc::now(),
+        }));
         let repo = store.repository();
         send(repo.get_events::<Room>("r-1"));
         send(repo.get_last_events::<Room>("r-1", 2));
