@@ -5,6 +5,8 @@
 //! end, even when it fails, so tests never depend on each other or on what a run left behind.
 
 pub mod databases;
+pub mod feed;
 pub mod tally;
 
 pub use databases::{TestPostgres, TestSqlite};
+pub use feed::read_feed_until;

@@ -12,7 +12,7 @@ use stay_store::{
     StoreError, StoreOptions, StoreUrl, SystemClock,
 };
 use stay_tests::tally::{self, Tally, TallyCommand, TallyError, TallyEvent};
-use stay_tests::{TestPostgres, TestSqlite};
+use stay_tests::{read_feed_until, TestPostgres, TestSqlite};
 use uuid::Uuid;
 
 /// A store on a throw-away database, kept alive for the test.
@@ -40,7 +40,7 @@ async fn postgres() -> Harness {
     Harness { store, _sqlite: None, _postgres: Some(db) }
 }
 
-#[allow(dead_code)] // used only when the eventstoredb feature is on
+#[cfg(feature = "eventstoredb")]
 async fn eventstoredb() -> Harness {
     let url = std::env::var("STAY_TEST_EVENTSTOREDB_URL")
         .expect("STAY_TEST_EVENTSTOREDB_URL must name an EventStoreDB server (docker-compose provides one)");
@@ -74,30 +74,6 @@ fn append(id: &str, expected_version: u64, events: Vec<NewEvent>) -> Append {
     }
 }
 
-/// Reads the whole feed after `after`, batch by batch, until `want` events or `deadline`.
-async fn drain_feed(
-    store: &EventStore,
-    mut after: Position,
-    want: usize,
-    deadline: Duration,
-) -> Vec<stay_store::RecordedEvent> {
-    let started = tokio::time::Instant::now();
-    let mut seen = Vec::new();
-    while seen.len() < want && started.elapsed() < deadline {
-        let batch = store.read_feed(after, 500).await.expect("read feed");
-        if let Some(last) = batch.last() {
-            if std::env::var("DEBUG_FEED").is_ok() {
-                eprintln!("batch after {after}: {} .. {} ({})", batch[0].position, last.position, batch.len());
-            }
-            after = last.position;
-            seen.extend(batch);
-        } else {
-            store.wait_for_events(after, Duration::from_millis(500)).await.expect("wait");
-        }
-    }
-    seen
-}
-
 // ---- the contract -------------------------------------------------------------------------
 
 async fn appended_events_read_back_the_same_everywhere(store: &EventStore) {
@@ -128,7 +104,7 @@ async fn appended_events_read_back_the_same_everywhere(store: &EventStore) {
 
     // PostgreSQL may hold committed events back while older transactions run (anywhere in the
     // cluster): read until they are through.
-    let feed = drain_feed(store, start, 5, Duration::from_secs(10)).await;
+    let feed = read_feed_until(store, start, 5, Duration::from_secs(10)).await;
     assert_eq!(feed.len(), 5);
     assert_eq!(feed.iter().map(|e| e.position).collect::<Vec<_>>(), [first.clone(), second.clone()].concat());
     assert_eq!(feed[0].aggregate_id, a);
@@ -218,7 +194,7 @@ async fn the_feed_sees_every_event_once_in_order_under_concurrent_writers(store:
     let reader = {
         let store = store.clone();
         tokio::spawn(async move {
-            drain_feed(&store, start, WRITERS * EVENTS_EACH as usize, Duration::from_secs(240)).await
+            read_feed_until(&store, start, WRITERS * EVENTS_EACH as usize, Duration::from_secs(240)).await
         })
     };
     let executor = Arc::new(executor(store));
@@ -264,7 +240,7 @@ async fn upcasters_apply_on_every_read(store: &EventStore) {
     assert_eq!(loaded[0].payload, json!({"Added": {"amount": 5}}));
     let stream = store.read_stream("Tally", &id).await.expect("stream");
     assert_eq!(stream[0].decode::<Tally>().expect("decode"), TallyEvent::Added { amount: 5 });
-    let feed = drain_feed(store, start, 1, Duration::from_secs(10)).await;
+    let feed = read_feed_until(store, start, 1, Duration::from_secs(10)).await;
     let ours = feed.iter().find(|e| e.aggregate_id == id).expect("the legacy event is in the feed");
     assert_eq!((ours.event_version.as_str(), ours.payload.clone()), ("1.0.0", json!({"Added": {"amount": 5}})));
     let (state, _) = executor(store).load(&id).await.expect("aggregate");
@@ -368,16 +344,12 @@ async fn migrating_again_changes_nothing(store: &EventStore) {
     assert!(store.pending_migrations().await.expect("pending").is_empty());
 }
 
+/// Generates, for one backend, a module with a test per clause of the contract. `$harness` opens
+/// the backend; `$attr`s go on every test (the EventStoreDB ones are ignored without a server).
 macro_rules! conformance {
-    ($backend:ident) => {
+    ($backend:ident, $harness:path $(, #[$attr:meta])*) => {
         mod $backend {
-            use super::*;
-
-            async fn harness() -> Option<Harness> {
-                Some(super::$backend().await)
-            }
-
-            conformance!(@tests [] ;
+            conformance!(@tests $harness, [$(#[$attr])*] ;
                 appended_events_read_back_the_same_everywhere,
                 a_stale_or_early_expected_version_is_a_conflict,
                 a_conflicting_append_fails_alone_while_its_neighbours_commit,
@@ -391,67 +363,55 @@ macro_rules! conformance {
             );
         }
     };
-    (@tests $attrs:tt ; $($test:ident),*) => {
-        $( conformance!(@one $attrs $test); )*
+    (@tests $harness:path, $attrs:tt ; $($test:ident),*) => {
+        $( conformance!(@one $harness, $attrs, $test); )*
     };
-    (@one [$($attr:tt)*] $test:ident) => {
+    (@one $harness:path, [$($attr:tt)*], $test:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         $($attr)*
         async fn $test() {
-            if let Some(harness) = harness().await {
-                super::$test(&harness.store).await;
-            }
+            let harness = $harness().await;
+            super::$test(&harness.store).await;
         }
     };
 }
 
-conformance!(sqlite);
-conformance!(postgres);
+conformance!(sqlite, super::sqlite);
+conformance!(postgres, super::postgres);
+#[cfg(feature = "eventstoredb")]
+conformance!(
+    eventstoredb,
+    super::eventstoredb_turn,
+    #[ignore = "needs an EventStoreDB server: set STAY_TEST_EVENTSTOREDB_URL, run with --ignored"]
+);
+
+/// One EventStoreDB server serves every test, and several tests count the whole feed: they take
+/// turns.
+#[cfg(feature = "eventstoredb")]
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An EventStoreDB harness held for one test's turn.
+#[cfg(feature = "eventstoredb")]
+struct Turn {
+    harness: Harness,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
 
 #[cfg(feature = "eventstoredb")]
-mod eventstoredb {
-    use super::*;
-
-    /// One EventStoreDB server serves every test, and several tests count the whole feed:
-    /// they take turns.
-    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-    struct Turn {
-        harness: Harness,
-        _turn: tokio::sync::MutexGuard<'static, ()>,
+impl std::ops::Deref for Turn {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.harness
     }
+}
 
-    impl std::ops::Deref for Turn {
-        type Target = Harness;
-        fn deref(&self) -> &Harness {
-            &self.harness
-        }
-    }
-
-    async fn harness() -> Option<Turn> {
-        let turn = ONE_AT_A_TIME.lock().await;
-        Some(Turn { harness: super::eventstoredb().await, _turn: turn })
-    }
-
-    conformance!(@tests
-        [#[ignore = "needs an EventStoreDB server: set STAY_TEST_EVENTSTOREDB_URL, run with --ignored"]] ;
-        appended_events_read_back_the_same_everywhere,
-        a_stale_or_early_expected_version_is_a_conflict,
-        a_conflicting_append_fails_alone_while_its_neighbours_commit,
-        thirty_two_concurrent_commands_on_one_aggregate_all_land,
-        the_feed_sees_every_event_once_in_order_under_concurrent_writers,
-        upcasters_apply_on_every_read,
-        the_executor_answers_refusals_no_ops_and_positions,
-        snapshots_shorten_cold_loads_and_stay_correct,
-        waiting_readers_wake_on_commit_and_time_out_when_idle,
-        migrating_again_changes_nothing
-    );
+#[cfg(feature = "eventstoredb")]
+async fn eventstoredb_turn() -> Turn {
+    let turn = ONE_AT_A_TIME.lock().await;
+    Turn { harness: eventstoredb().await, _turn: turn }
 }
 
 #[cfg(not(feature = "eventstoredb"))]
 #[test]
-fn eventstoredb_conformance_is_not_compiled_in() {
-    eprintln!(
-        "SKIPPED: EventStoreDB conformance; build with --features eventstoredb and set STAY_TEST_EVENTSTOREDB_URL"
-    );
-}
+#[ignore = "EventStoreDB conformance is not compiled in: build with --features eventstoredb"]
+fn eventstoredb_conformance_is_not_compiled_in() {}

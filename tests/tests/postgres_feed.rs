@@ -8,7 +8,7 @@ use chrono::Utc;
 use sqlx::{Connection, PgConnection};
 use stay_store::{Append, CommandContext, EventStore, NewEvent, Position, RecordedEvent, StoreOptions, StoreUrl};
 use stay_tests::tally::TallyEvent;
-use stay_tests::TestPostgres;
+use stay_tests::{read_feed_until, TestPostgres};
 use uuid::Uuid;
 
 async fn store(db: &TestPostgres) -> EventStore {
@@ -89,12 +89,7 @@ async fn an_open_transaction_holds_the_feed_back_and_is_delivered_when_it_commit
     tx.commit().await.expect("commit the slow transaction");
 
     // Once it commits, all 101 arrive, the slow one first (its transaction began first), none skipped.
-    let mut delivered = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while delivered.len() < 101 && tokio::time::Instant::now() < deadline {
-        store.wait_for_events(start, Duration::from_millis(500)).await.expect("wait");
-        delivered = read_all(&store, start).await;
-    }
+    let delivered = read_feed_until(&store, start, 101, Duration::from_secs(10)).await;
     assert_eq!(delivered.len(), 101, "every event delivered once");
     assert_eq!(delivered[0].aggregate_id, slow_id);
     let mut ids: Vec<&str> = delivered.iter().map(|e| e.aggregate_id.as_str()).collect();
@@ -118,12 +113,7 @@ async fn a_rolled_back_transaction_leaves_no_gap_that_stalls_the_feed() {
     for i in 0..10 {
         store.append(one_event(&Uuid::new_v4().to_string(), i + 1)).await.expect("append");
     }
-    let mut delivered = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while delivered.len() < 10 && tokio::time::Instant::now() < deadline {
-        store.wait_for_events(start, Duration::from_millis(200)).await.expect("wait");
-        delivered = read_all(&store, start).await;
-    }
+    let delivered = read_feed_until(&store, start, 10, Duration::from_secs(5)).await;
     assert_eq!(delivered.len(), 10, "the feed went on past the rolled-back gap");
     let globals: Vec<u64> = delivered.iter().map(|e| e.position.minor()).collect();
     assert!(globals[0] > 1, "the rolled-back insert used identity value 1, so the gap is real: {globals:?}");
