@@ -124,8 +124,8 @@ async fn stream_length(args: StreamLengthArgs) -> anyhow::Result<()> {
                 "store": store.kind(),
                 "long_stream_events": args.events,
                 "commands": args.commands,
-                "warm": { "long": warm_long.json(), "fresh": fresh_json(&warm_fresh), "ratio": ratio(&warm_long, &warm_fresh) },
-                "cold": { "long": cold_long.json(), "fresh": fresh_json(&cold_fresh), "ratio": ratio(&cold_long, &cold_fresh) },
+                "warm": { "long": warm_long.json(), "fresh": warm_fresh.json(), "ratio": ratio(&warm_long, &warm_fresh) },
+                "cold": { "long": cold_long.json(), "fresh": cold_fresh.json(), "ratio": ratio(&cold_long, &cold_fresh) },
             })
         );
     } else {
@@ -147,10 +147,6 @@ async fn stream_length(args: StreamLengthArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn fresh_json(t: &Timings) -> serde_json::Value {
-    t.json()
 }
 
 fn executor(store: &EventStore, services: &Arc<DomainServices>) -> Executor<Room> {
