@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod load;
 mod migrate;
+mod serve;
 mod settings;
+mod token;
 
 /// Stay, an event-sourced accommodation-reservation platform.
 #[derive(Debug, Parser)]
@@ -21,6 +23,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run Stay: the HTTP API on the SQLite store under --data-dir unless --store says otherwise.
+    Serve(serve::ServeArgs),
+    /// Print a bearer token signed with the secret `stay serve` uses.
+    Token(token::TokenArgs),
     /// Create or upgrade the event store's schema, then exit (safe to run again).
     Migrate(migrate::MigrateArgs),
     /// Generate load and measure it (the figures in docs/benchmarks.md).
@@ -29,12 +35,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STAY_LOG").unwrap_or_else(|_| "warn,stay=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STAY_LOG")
+        .unwrap_or_else(|_| "warn,stay=info,stay_command_api=info,stay_store=info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // STAY_LOG_FORMAT=json: one JSON object per line, for log collectors.
+    if std::env::var("STAY_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -44,6 +53,8 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Token(args) => token::run(args),
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
         }

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use stay_store::{EventStore, StoreOptions};
 
-use crate::settings::StoreArgs;
+use crate::settings::{component_migrations, StoreArgs};
 
 /// Arguments of `stay migrate`.
 #[derive(Debug, Args)]
@@ -24,7 +24,12 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let store = EventStore::open(&url, StoreOptions::default())
         .await
         .with_context(|| format!("cannot open the store at {url}"))?;
-    let applied = store.migrate().await.with_context(|| format!("migrating {url}"))?;
+    let mut applied = store.migrate().await.with_context(|| format!("migrating {url}"))?;
+    let read_db = args.store.read_database(&store).await?;
+    for set in component_migrations() {
+        let names = read_db.migrate(&set).await.with_context(|| format!("migrating the {} tables", set.component))?;
+        applied.extend(names.into_iter().map(|name| format!("{}/{name}", set.component)));
+    }
     if args.json {
         println!("{}", serde_json::json!({ "store": url.to_string(), "applied": applied }));
     } else if applied.is_empty() {

@@ -64,6 +64,14 @@ pub enum ValidationError {
         /// The most nights allowed.
         max: u32,
     },
+    /// A date that is not `YYYY-MM-DD`.
+    #[error("{field} must be a date as YYYY-MM-DD, got {value:?}")]
+    InvalidDate {
+        /// The field holding the date.
+        field: &'static str,
+        /// The text given.
+        value: String,
+    },
     /// An id that is not a UUID.
     #[error("{field} must be a UUID, got {value:?}")]
     InvalidUuid {
@@ -82,7 +90,8 @@ impl ValidationError {
             | Self::TooLong { field, .. }
             | Self::OutOfRange { field, .. }
             | Self::NotPositive { field }
-            | Self::InvalidUuid { field, .. } => field,
+            | Self::InvalidUuid { field, .. }
+            | Self::InvalidDate { field, .. } => field,
             Self::InvalidCurrency(_) => "currency",
             Self::NegativeAmount(_) => "amount_minor",
             Self::EmptyStay { .. } | Self::StayTooLong { .. } => "check_out",

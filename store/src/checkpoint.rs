@@ -7,11 +7,17 @@
 //! file or PostgreSQL database by default, or a separate one.
 
 use chrono::{SecondsFormat, Utc};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::{ConnectOptions, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::error::StoreError;
 use crate::migrate::{self, MigrationSet};
 use crate::position::Position;
+use crate::sqlite::connect_options;
+use crate::store::{redact_password, StoreUrl};
 
 /// The checkpoint table, installable in any SQL database a consumer writes to.
 pub const CHECKPOINT_MIGRATIONS: MigrationSet = MigrationSet {
@@ -48,6 +54,34 @@ pub enum SqlTransaction {
 }
 
 impl SqlDatabase {
+    /// Opens a SQL database of its own (a read store apart from the event store): a SQLite file
+    /// (created if missing) or an existing PostgreSQL database. EventStoreDB holds no tables.
+    pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        match url {
+            StoreUrl::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(StoreError::database)?;
+                }
+                let pool = SqlitePoolOptions::new().max_connections(8).connect_with(connect_options(path)).await?;
+                Ok(SqlDatabase::Sqlite(pool))
+            }
+            StoreUrl::Postgres(url) => {
+                let options: PgConnectOptions =
+                    url.parse().map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", redact_password(url))))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options.disable_statement_logging())
+                    .await?;
+                Ok(SqlDatabase::Postgres(pool))
+            }
+            StoreUrl::EventStoreDb(url) => Err(StoreError::UnsupportedUrl(format!(
+                "{}: a read store must be SQLite or PostgreSQL",
+                redact_password(url)
+            ))),
+        }
+    }
+
     /// Begins a transaction.
     pub async fn begin(&self) -> Result<SqlTransaction, StoreError> {
         Ok(match self {

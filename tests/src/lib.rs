@@ -1,12 +1,14 @@
 //! Support for Stay's tests from outside the code: throw-away databases and data directories,
-//! and a tiny aggregate for the event-store conformance suite.
+//! a real `stay serve` to talk to, and a tiny aggregate for the event-store conformance suite.
 //!
 //! Every test makes its own database (PostgreSQL) or directory (SQLite) and removes it at the
 //! end, even when it fails, so tests never depend on each other or on what a run left behind.
 
 pub mod databases;
 pub mod feed;
+pub mod server;
 pub mod tally;
 
 pub use databases::{TestPostgres, TestSqlite};
 pub use feed::read_feed_until;
+pub use server::{Answer, Backend, StayServer};

@@ -1,0 +1,507 @@
+//! `Idempotency-Key`: a retried command replays its first answer and never applies twice.
+//!
+//! A keyed request first *claims* its key (caller, key) in the `command_idempotency` table, with a
+//! fingerprint of its method, path and body. Then:
+//!
+//! - a new key runs the command and stores the answer (any 2xx or 4xx that retrying cannot change);
+//! - a finished key with the same fingerprint replays the stored answer, byte for byte;
+//! - a different fingerprint is refused (422 `idempotency_key_reused`);
+//! - a key whose first request is still running is refused (409 `idempotency_key_in_progress`).
+//!
+//! The command's id and any new aggregate id are derived from (caller, key), so a request whose
+//! first attempt died after appending but before storing its answer (a crash, a 5xx) is
+//! recognised on retry: its events carry the same `command_id`, and the retry answers from them
+//! instead of running the command again. Records live in the SQL database beside the log, so they
+//! survive restarts.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use stay_store::migrate::Migration;
+use stay_store::{MigrationSet, SqlDatabase, StoreError};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::problem::ApiError;
+
+/// The command API's own table.
+pub const IDEMPOTENCY_MIGRATIONS: MigrationSet = MigrationSet {
+    component: "command-api",
+    sqlite: &[Migration {
+        version: 1,
+        name: "idempotency_keys",
+        sql: include_str!("../migrations/sqlite/0001_idempotency.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        name: "idempotency_keys",
+        sql: include_str!("../migrations/postgres/0001_idempotency.sql"),
+    }],
+};
+
+/// The longest key accepted, in characters.
+pub const MAX_KEY_CHARS: usize = 200;
+
+/// Namespace of command ids derived from idempotency keys.
+const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x5d0c_4b1e_8a7f_4c35_9d2e_6f1a_0b3c_7e41);
+
+/// The first answer to a keyed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// Its status.
+    pub status: u16,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    /// Its `Location`.
+    pub location: Option<String>,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// What a claim found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new: run the command.
+    Fresh,
+    /// An earlier attempt claimed the key and died: run the command, unless its events exist.
+    Recovering,
+    /// The key was answered already.
+    Replay(StoredAnswer),
+    /// The key was used for a different request.
+    Reused,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+/// The command a keyed request runs, as the routes see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandKey {
+    /// The command's id: derived from (caller, key), or fresh without a key.
+    pub command_id: Uuid,
+    /// True when the id is derived from a key, so ids derived from it are stable across retries.
+    pub keyed: bool,
+    /// True when an earlier attempt may have appended this command's events.
+    pub recovering: bool,
+}
+
+impl CommandKey {
+    /// The key of a request sent without `Idempotency-Key`.
+    pub fn unkeyed() -> Self {
+        Self { command_id: Uuid::now_v7(), keyed: false, recovering: false }
+    }
+
+    /// The key of a request with `Idempotency-Key: key` from `principal`.
+    pub fn keyed(principal: &str, key: &str, recovering: bool) -> Self {
+        // Length-prefixed, so no (caller, key) pair can spell another's.
+        let name = format!("{}:{principal}\n{key}", principal.len());
+        Self { command_id: Uuid::new_v5(&COMMAND_NAMESPACE, name.as_bytes()), keyed: true, recovering }
+    }
+
+    /// An id for something the command creates: stable per key when keyed, fresh (time-ordered) when not.
+    pub fn derive_id(&self, purpose: &str) -> Uuid {
+        if self.keyed {
+            Uuid::new_v5(&self.command_id, purpose.as_bytes())
+        } else {
+            Uuid::now_v7()
+        }
+    }
+}
+
+/// The stored keys and answers.
+#[derive(Clone, Debug)]
+pub struct IdempotencyStore {
+    db: SqlDatabase,
+    /// A pending claim older than this is taken to have died with its request.
+    stale_after: Duration,
+}
+
+impl IdempotencyStore {
+    /// Keys stored in `db` (migrated with [`IDEMPOTENCY_MIGRATIONS`]).
+    pub fn new(db: SqlDatabase) -> Self {
+        Self { db, stale_after: Duration::from_secs(60) }
+    }
+
+    /// Claims `key` for `principal`'s request with `fingerprint`.
+    pub async fn claim(&self, principal: &str, key: &str, fingerprint: &str) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let inserted = match &self.db {
+            SqlDatabase::Sqlite(pool) => sqlx::query(
+                "INSERT INTO command_idempotency (principal, idem_key, fingerprint, state, claimed_at_ms, created_at_ms) \
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4) ON CONFLICT DO NOTHING",
+            )
+            .bind(principal)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            SqlDatabase::Postgres(pool) => sqlx::query(
+                "INSERT INTO command_idempotency (principal, idem_key, fingerprint, state, claimed_at_ms, created_at_ms) \
+                 VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(principal)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        if inserted == 1 {
+            return Ok(Claim::Fresh);
+        }
+        let Some(row) = self.read(principal, key).await? else {
+            // Deleted between the two statements; nothing deletes rows today, so claim again later.
+            return Ok(Claim::InProgress);
+        };
+        if row.fingerprint != fingerprint {
+            return Ok(Claim::Reused);
+        }
+        if let Some(answer) = row.answer {
+            return Ok(Claim::Replay(answer));
+        }
+        let stale_before = now - i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
+        if row.claimed_at_ms > stale_before {
+            return Ok(Claim::InProgress);
+        }
+        // Take over the dead claim, unless another retry just did.
+        let taken = self.move_claim(principal, key, row.claimed_at_ms, now).await?;
+        Ok(if taken { Claim::Recovering } else { Claim::InProgress })
+    }
+
+    /// Stores the answer to a claimed key.
+    pub async fn complete(&self, principal: &str, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
+        let status = i32::from(answer.status);
+        match &self.db {
+            SqlDatabase::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE command_idempotency SET state = 'done', status = ?3, content_type = ?4, location = ?5, body = ?6 \
+                     WHERE principal = ?1 AND idem_key = ?2",
+                )
+                .bind(principal)
+                .bind(key)
+                .bind(status)
+                .bind(&answer.content_type)
+                .bind(&answer.location)
+                .bind(&answer.body)
+                .execute(pool)
+                .await?;
+            }
+            SqlDatabase::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE command_idempotency SET state = 'done', status = $3, content_type = $4, location = $5, body = $6 \
+                     WHERE principal = $1 AND idem_key = $2",
+                )
+                .bind(principal)
+                .bind(key)
+                .bind(status)
+                .bind(&answer.content_type)
+                .bind(&answer.location)
+                .bind(&answer.body)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up a claim whose request failed in a way a retry may fix; the next retry recovers it.
+    pub async fn release(&self, principal: &str, key: &str) -> Result<(), StoreError> {
+        match &self.db {
+            SqlDatabase::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE command_idempotency SET claimed_at_ms = 0 \
+                     WHERE principal = ?1 AND idem_key = ?2 AND state = 'pending'",
+                )
+                .bind(principal)
+                .bind(key)
+                .execute(pool)
+                .await?;
+            }
+            SqlDatabase::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE command_idempotency SET claimed_at_ms = 0 \
+                     WHERE principal = $1 AND idem_key = $2 AND state = 'pending'",
+                )
+                .bind(principal)
+                .bind(key)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn move_claim(&self, principal: &str, key: &str, from_ms: i64, to_ms: i64) -> Result<bool, StoreError> {
+        let moved = match &self.db {
+            SqlDatabase::Sqlite(pool) => sqlx::query(
+                "UPDATE command_idempotency SET claimed_at_ms = ?4 \
+                 WHERE principal = ?1 AND idem_key = ?2 AND state = 'pending' AND claimed_at_ms = ?3",
+            )
+            .bind(principal)
+            .bind(key)
+            .bind(from_ms)
+            .bind(to_ms)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            SqlDatabase::Postgres(pool) => sqlx::query(
+                "UPDATE command_idempotency SET claimed_at_ms = $4 \
+                 WHERE principal = $1 AND idem_key = $2 AND state = 'pending' AND claimed_at_ms = $3",
+            )
+            .bind(principal)
+            .bind(key)
+            .bind(from_ms)
+            .bind(to_ms)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(moved == 1)
+    }
+
+    async fn read(&self, principal: &str, key: &str) -> Result<Option<KeyRow>, StoreError> {
+        type Row = (String, String, i64, Option<i32>, Option<String>, Option<String>, Option<Vec<u8>>);
+        let row: Option<Row> = match &self.db {
+            SqlDatabase::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT fingerprint, state, claimed_at_ms, status, content_type, location, body \
+                     FROM command_idempotency WHERE principal = ?1 AND idem_key = ?2",
+                )
+                .bind(principal)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
+            }
+            SqlDatabase::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT fingerprint, state, claimed_at_ms, status, content_type, location, body \
+                     FROM command_idempotency WHERE principal = $1 AND idem_key = $2",
+                )
+                .bind(principal)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(row.map(|(fingerprint, state, claimed_at_ms, status, content_type, location, body)| {
+            let answer = match (state.as_str(), status) {
+                ("done", Some(status)) => Some(StoredAnswer {
+                    status: u16::try_from(status).unwrap_or(500),
+                    content_type,
+                    location,
+                    body: body.unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            KeyRow { fingerprint, claimed_at_ms, answer }
+        }))
+    }
+}
+
+struct KeyRow {
+    fingerprint: String,
+    claimed_at_ms: i64,
+    answer: Option<StoredAnswer>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// What the idempotency middleware needs.
+#[derive(Clone, Debug)]
+pub struct IdempotencyState {
+    /// Where keys live.
+    pub store: IdempotencyStore,
+    /// The request body limit, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The fingerprint of a request: method, path and body (JSON compared by value, not by layout).
+pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let canonical = match serde_json::from_slice::<serde_json::Value>(body) {
+        // serde_json's maps are sorted, so equal documents print equal.
+        Ok(value) => value.to_string().into_bytes(),
+        Err(_) => body.to_vec(),
+    };
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b"\n");
+    hash.update(path.as_bytes());
+    hash.update(b"\n");
+    hash.update(&canonical);
+    hex::encode(hash.finalize())
+}
+
+/// Middleware over authenticated command routes: claims, replays or refuses keyed requests, and
+/// tells the route its [`CommandKey`].
+pub async fn idempotent(State(state): State<IdempotencyState>, request: Request, next: Next) -> Response {
+    let is_command = matches!(*request.method(), Method::POST | Method::PATCH | Method::PUT | Method::DELETE);
+    let key = match request.headers().get("idempotency-key").map(|value| value.to_str()) {
+        None => None,
+        Some(Ok(key)) if valid_key(key) => Some(key.to_owned()),
+        Some(_) => {
+            return ApiError::invalid_field(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
+            )
+            .into_response()
+        }
+    };
+    let principal = request.extensions().get::<Principal>().map(|p| p.user.as_str().to_owned());
+    let (Some(key), Some(principal), true) = (key, principal, is_command) else {
+        let mut request = request;
+        request.extensions_mut().insert(CommandKey::unkeyed());
+        return next.run(request).await;
+    };
+
+    let (mut parts, body) = request.into_parts();
+    let bytes = match read_body(body, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(err) => return err.into_response(),
+    };
+    let print = fingerprint(&parts.method, parts.uri.path(), &bytes);
+    let recovering = match state.store.claim(&principal, &key, &print).await {
+        Ok(Claim::Fresh) => false,
+        Ok(Claim::Recovering) => true,
+        Ok(Claim::Replay(answer)) => return replay(answer),
+        Ok(Claim::Reused) => {
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            )
+            .into_response()
+        }
+        Ok(Claim::InProgress) => {
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_progress",
+                "the first request with this Idempotency-Key is still running",
+            )
+            .retry_after(1)
+            .into_response()
+        }
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    parts.extensions.insert(CommandKey::keyed(&principal, &key, recovering));
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+
+    if !is_final(&response) {
+        if let Err(err) = state.store.release(&principal, &key).await {
+            tracing::warn!(error = %err, "could not release an idempotency key; a retry waits for it to go stale");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(err) => return ApiError::internal("could not buffer a command's answer", &err).into_response(),
+    };
+    let header_text = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let answer = StoredAnswer {
+        status: parts.status.as_u16(),
+        content_type: header_text(header::CONTENT_TYPE),
+        location: header_text(header::LOCATION),
+        body: body.to_vec(),
+    };
+    if let Err(err) = state.store.complete(&principal, &key, &answer).await {
+        // The command's effect is committed and its events carry the key's command id, so a retry
+        // after the claim goes stale still finds them; the answer itself is not lost.
+        tracing::warn!(error = %err, "could not store an idempotent answer");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Whether an answer is the final one for its key: retrying cannot change it.
+fn is_final(response: &Response) -> bool {
+    let status = response.status();
+    let transient = status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || response.headers().contains_key(header::RETRY_AFTER);
+    !transient
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_CHARS && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
+fn replay(answer: StoredAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, answer.body).into_response();
+    let headers = response.headers_mut();
+    if let Some(value) = answer.content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Some(value) = answer.location.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// Reads a body of at most `limit` bytes; 413 past it.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
+        Err(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")),
+    }
+}
+
+/// 413 `body_too_large`.
+pub fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_json_bodies_have_equal_fingerprints() {
+        let a = fingerprint(&Method::POST, "/v1/rooms", br#"{"a": 1, "b": [1, 2]}"#);
+        let b = fingerprint(&Method::POST, "/v1/rooms", br#"{"b":[1,2],"a":1}"#);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn path_method_and_body_all_count() {
+        let base = fingerprint(&Method::POST, "/v1/rooms", b"{}");
+        assert_ne!(base, fingerprint(&Method::PATCH, "/v1/rooms", b"{}"));
+        assert_ne!(base, fingerprint(&Method::POST, "/v1/rooms/x", b"{}"));
+        assert_ne!(base, fingerprint(&Method::POST, "/v1/rooms", br#"{"a":1}"#));
+    }
+
+    #[test]
+    fn keyed_commands_derive_stable_ids_per_caller() {
+        let first = CommandKey::keyed("guest-1", "k", false);
+        let again = CommandKey::keyed("guest-1", "k", true);
+        let other = CommandKey::keyed("guest-2", "k", false);
+        assert_eq!(first.command_id, again.command_id);
+        assert_eq!(first.derive_id("room"), again.derive_id("room"));
+        assert_ne!(first.command_id, other.command_id);
+        assert_ne!(first.derive_id("room"), first.derive_id("reservation"));
+        assert_ne!(CommandKey::unkeyed().derive_id("room"), CommandKey::unkeyed().derive_id("room"));
+    }
+
+    #[test]
+    fn keys_are_short_visible_ascii() {
+        assert!(valid_key("order-42"));
+        assert!(!valid_key(""));
+        assert!(!valid_key(&"k".repeat(MAX_KEY_CHARS + 1)));
+        assert!(!valid_key("tab\there"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Stay's write side over HTTP: the command routes of API.md behind bearer auth, idempotency keys
+//! and problem+json errors.
+//!
+//! - [`routes`] — one handler per command route; each runs one command on one aggregate.
+//! - [`auth`] — HS256 bearer tokens; [`problem`] — every refusal as a problem document.
+//! - [`idempotency`] — `Idempotency-Key` claims and replays, kept in the SQL database.
+//! - [`body`] — bounded JSON bodies parsed into domain values, naming the fields at fault.
+//! - [`service`] — what every route of the server shares: in-flight limit, metrics, request ids,
+//!   fallbacks, and `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+pub mod auth;
+pub mod body;
+pub mod idempotency;
+pub mod problem;
+pub mod routes;
+pub mod service;
+
+use std::sync::Arc;
+
+use axum::middleware;
+use axum::Extension;
+use stay_domain::{Clock, DomainServices};
+use stay_store::Executors;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{JwtKeys, Principal, Role};
+pub use body::{BodyLimit, DEFAULT_MAX_BODY_BYTES};
+pub use idempotency::{IdempotencyStore, IDEMPOTENCY_MIGRATIONS};
+pub use problem::{ApiError, Problem};
+
+/// What the command routes share: the executors and the domain's services.
+#[derive(Clone, Debug)]
+pub struct CommandApi {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    executors: Arc<Executors>,
+    services: DomainServices,
+}
+
+impl CommandApi {
+    /// The command side over `executors`, with time from `clock`.
+    pub fn new(executors: Arc<Executors>, clock: Arc<dyn Clock>) -> Self {
+        Self { inner: Arc::new(Inner { executors, services: DomainServices::new(clock) }) }
+    }
+
+    /// The executors commands go through.
+    pub fn executors(&self) -> &Executors {
+        &self.inner.executors
+    }
+
+    /// The domain's services (for dry runs of commands).
+    pub fn services(&self) -> &DomainServices {
+        &self.inner.services
+    }
+}
+
+/// How the command routes guard themselves.
+#[derive(Clone, Debug)]
+pub struct CommandConfig {
+    /// Checks bearer tokens.
+    pub keys: JwtKeys,
+    /// Keeps idempotency keys.
+    pub idempotency: IdempotencyStore,
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The command routes with their OpenAPI description.
+pub fn router(api: CommandApi, config: CommandConfig) -> (axum::Router, OpenApi) {
+    let idempotency =
+        idempotency::IdempotencyState { store: config.idempotency, max_body_bytes: config.max_body_bytes };
+    let (router, mut openapi) = OpenApiRouter::new()
+        .routes(routes!(routes::rooms::register_room))
+        .routes(routes!(routes::rooms::change_room, routes::rooms::delist_room))
+        .routes(routes!(routes::reservations::request_reservation))
+        .routes(routes!(routes::reservations::cancel_reservation))
+        .routes(routes!(routes::reviews::post_review))
+        .routes(routes!(routes::reviews::reply_to_review))
+        .with_state(api)
+        // Layers run bottom-up: limit the body, check the token, then claim the idempotency key.
+        .route_layer(middleware::from_fn_with_state(idempotency, idempotency::idempotent))
+        .route_layer(middleware::from_fn_with_state(config.keys, auth::require_token))
+        .route_layer(Extension(BodyLimit(config.max_body_bytes)))
+        .split_for_parts();
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    (router, openapi)
+}

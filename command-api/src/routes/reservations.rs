@@ -1,0 +1,157 @@
+//! Guests request and cancel reservations.
+//!
+//! A request is recorded here and carried further (hold, charge, confirm) by the saga; before
+//! recording it, the route asks the room whether it would take the hold now, so a request that
+//! cannot succeed (unknown or delisted room, too many guests, nights taken, a stay in the past)
+//! is refused at once instead of failing later.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::NaiveDate;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use stay_domain::{
+    CardToken, GuestCount, ReservationCommand, ReservationId, RoomCommand, RoomError, RoomId, StayDates,
+    ValidationError,
+};
+use utoipa::ToSchema;
+
+use super::{context, run, IdPath};
+use crate::auth::{Principal, Role};
+use crate::body::{Check, JsonBody};
+use crate::idempotency::CommandKey;
+use crate::problem::{ApiError, Problem};
+use crate::CommandApi;
+
+/// How the guest pays.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    /// The payment provider's token for the card.
+    pub card_token: String,
+}
+
+/// A stay asked for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestReservationRequest {
+    /// The room.
+    pub room_id: String,
+    /// The first night, `YYYY-MM-DD`.
+    pub check_in: String,
+    /// The day of departure, `YYYY-MM-DD`; after `check_in`, at most 30 nights later.
+    pub check_out: String,
+    /// How many guests, 1 to 16.
+    pub guests: i64,
+    /// The card to charge.
+    pub payment: PaymentRequest,
+}
+
+/// The answer to a reservation command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationAnswer {
+    /// The reservation.
+    pub reservation_id: String,
+    /// `pending` after a request, `cancelling` after a cancellation.
+    pub status: String,
+    /// The feed position of the command's last event.
+    pub position: String,
+}
+
+/// Ask for a stay; the saga holds the nights, charges the card and confirms or rejects.
+#[utoipa::path(
+    post, path = "/v1/reservations", tag = "reservations", request_body = RequestReservationRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Recorded; the saga carries it on", body = ReservationAnswer, headers(("Location" = String))),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a guest", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`room_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`dates_unavailable`, `room_delisted`, `too_many_guests`, `stay_in_past`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn request_reservation(
+    State(api): State<CommandApi>,
+    principal: Principal,
+    Extension(key): Extension<CommandKey>,
+    JsonBody(body): JsonBody<RequestReservationRequest>,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Guest])?;
+    let mut check = Check::default();
+    let room_id = check.field("room_id", body.room_id.parse::<RoomId>());
+    let check_in = check.field("check_in", date("check_in", &body.check_in));
+    let check_out = check.field("check_out", date("check_out", &body.check_out));
+    let guests = check.field("guests", GuestCount::new(body.guests));
+    let card_token = check.field("payment.card_token", CardToken::new(body.payment.card_token));
+    let stay = match (check_in, check_out) {
+        (Some(check_in), Some(check_out)) => check.field("check_out", StayDates::new(check_in, check_out)),
+        _ => None,
+    };
+    let (Some(room_id), Some(stay), Some(guests), Some(card_token)) = (room_id, stay, guests, card_token) else {
+        return Err(check.refusal());
+    };
+
+    let reservation_id = ReservationId::from(key.derive_id("reservation"));
+    let (mut room, _) = api.executors().rooms.load(&room_id.to_string()).await?;
+    if room.listing().is_none() {
+        return Err(RoomError::RoomNotFound.into());
+    }
+    // A dry run of the hold the saga will ask for: nothing is recorded.
+    let hold = RoomCommand::HoldNights { reservation_id, guest_id: principal.user.clone(), stay, guests };
+    room.handle(hold, api.services(), &EventSink::default()).await?;
+
+    let command = ReservationCommand::RequestReservation {
+        reservation_id,
+        room_id,
+        guest_id: principal.user.clone(),
+        stay,
+        guests,
+        card_token,
+    };
+    let id = reservation_id.to_string();
+    let context = context(&principal, &key).correlated_to(id.clone());
+    let position = run(&api.executors().reservations, &id, command, &context, &key).await?;
+    let answer =
+        ReservationAnswer { reservation_id: id.clone(), status: "pending".into(), position: position.to_string() };
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/v1/reservations/{id}"))], Json(answer)).into_response())
+}
+
+/// Cancel a pending or confirmed reservation (its guest, or an admin); the saga refunds and releases.
+#[utoipa::path(
+    post, path = "/v1/reservations/{reservation_id}/cancel", tag = "reservations",
+    params(("reservation_id" = String, Path, description = "The reservation")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Cancellation requested", body = ReservationAnswer),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not its guest nor an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`reservation_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`reservation_status_conflict`, `stay_already_begun`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_reservation(
+    State(api): State<CommandApi>,
+    principal: Principal,
+    Extension(key): Extension<CommandKey>,
+    IdPath(reservation_id): IdPath<ReservationId>,
+) -> Result<(StatusCode, Json<ReservationAnswer>), ApiError> {
+    principal.require(&[Role::Guest, Role::Admin])?;
+    let command = ReservationCommand::RequestCancellation {
+        actor: principal.user.clone(),
+        actor_is_admin: principal.role == Role::Admin,
+    };
+    let id = reservation_id.to_string();
+    let context = context(&principal, &key).correlated_to(id.clone());
+    let position = run(&api.executors().reservations, &id, command, &context, &key).await?;
+    let answer = ReservationAnswer { reservation_id: id, status: "cancelling".into(), position: position.to_string() };
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+fn date(field: &'static str, text: &str) -> Result<NaiveDate, ValidationError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| ValidationError::InvalidDate { field, value: text.to_owned() })
+}

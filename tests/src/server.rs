@@ -1,0 +1,320 @@
+//! A real `stay serve` for black-box tests: its own port, data directory and (on PostgreSQL) database.
+//!
+//! The binary is the workspace's `target/<profile>/stay`, which `cargo test --workspace` builds
+//! (or `STAY_BIN`). The server's logs go to `server.log` in its data directory and are printed
+//! when a test fails to start it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+use stay_store::{EventStore, StoreOptions, StoreUrl};
+
+use crate::databases::{TestPostgres, TestSqlite};
+
+/// The token secret every test server is started with.
+pub const TEST_SECRET: &str = "a test secret that is long enough for HS256";
+
+/// Which event store the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The SQLite default under the data directory.
+    Sqlite,
+    /// A PostgreSQL database of the test's own.
+    Postgres,
+}
+
+/// The `stay` binary under test.
+pub fn stay_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("STAY_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; the binary one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let binary = profile_dir.join(format!("stay{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or set STAY_BIN",
+        binary.display()
+    );
+    binary
+}
+
+/// An answer from the server.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Its status.
+    pub status: u16,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body as text.
+    pub text: String,
+    /// Its body as JSON (`Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem document's `code`, or "" when there is none.
+    pub fn code(&self) -> &str {
+        self.body.get("code").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The body's string field `name`, or "".
+    pub fn field(&self, name: &str) -> &str {
+        self.body.get(name).and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// Whether it is a well-formed problem document with this status.
+    pub fn is_problem(&self) -> bool {
+        self.header("content-type").starts_with("application/problem+json")
+            && self.body.get("status").and_then(Value::as_u64) == Some(u64::from(self.status))
+            && !self.code().is_empty()
+            && self.body.get("title").is_some_and(Value::is_string)
+            && self.body.get("type").is_some_and(Value::is_string)
+            && self.body.get("detail").is_some_and(Value::is_string)
+    }
+}
+
+/// A running `stay serve`.
+#[derive(Debug)]
+pub struct StayServer {
+    child: Option<Child>,
+    base: String,
+    data: TestSqlite,
+    postgres: Option<TestPostgres>,
+    extra_args: Vec<String>,
+    configured_secret: bool,
+    client: reqwest::Client,
+}
+
+impl StayServer {
+    /// Starts a server on `backend` with default settings.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts a server on `backend` with extra `stay serve` arguments.
+    pub async fn start_with(backend: Backend, extra_args: &[&str]) -> Self {
+        Self::launch(backend, extra_args, true).await
+    }
+
+    /// Starts a server that generates its token secret into its data directory, as a newcomer's does.
+    pub async fn start_with_generated_secret(backend: Backend) -> Self {
+        Self::launch(backend, &[], false).await
+    }
+
+    async fn launch(backend: Backend, extra_args: &[&str], configured_secret: bool) -> Self {
+        let postgres = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestPostgres::create().await),
+        };
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+        let mut server = Self {
+            child: None,
+            base: String::new(),
+            data: TestSqlite::create(),
+            postgres,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            configured_secret,
+            client,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The base URL, such as `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.dir()
+    }
+
+    /// The event store URL the server uses.
+    pub fn store_url(&self) -> StoreUrl {
+        match &self.postgres {
+            Some(db) => StoreUrl::Postgres(db.url().to_owned()),
+            None => StoreUrl::Sqlite(self.data.path()),
+        }
+    }
+
+    /// Opens the server's event store from the test (to check what was recorded, or to act as
+    /// the saga would).
+    pub async fn open_store(&self) -> EventStore {
+        EventStore::open(&self.store_url(), StoreOptions::default()).await.expect("open the server's store")
+    }
+
+    /// A token for `sub` with `role`, valid for an hour.
+    pub fn token(&self, sub: &str, role: &str) -> String {
+        let role = role.parse().expect("role");
+        let keys = stay_command_api::JwtKeys::new(&secrecy::SecretString::from(TEST_SECRET.to_owned()));
+        let now = u64::try_from(chrono::Utc::now().timestamp()).expect("after 1970");
+        let user = stay_domain::UserId::new(sub).expect("user id");
+        keys.sign(&user, role, Duration::from_secs(3600), now).expect("sign")
+    }
+
+    /// Sends a request with an optional bearer token, JSON body and extra headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON"));
+        self.send_raw(method, path, token, bytes, headers).await
+    }
+
+    /// Sends raw body bytes (as `application/json` unless a header says otherwise).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+                request = request.header("content-type", "application/json");
+            }
+            request = request.body(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}\n{}", self.logs()));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, headers, text, body }
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
+        self.send(Method::POST, path, Some(token), Some(body), &[]).await
+    }
+
+    /// GET without a token.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None, None, &[]).await
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL) and starts it again on the same data.
+    pub async fn restart(&mut self) {
+        if self.terminate(Duration::from_secs(15)).is_none() {
+            self.kill();
+        }
+        self.spawn();
+    }
+
+    /// What the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.dir().join("server.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        let mut command = Command::new(stay_binary());
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data.dir())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.extra_args)
+            .env("STAY_LOG", "info")
+            .env_remove("STAY_JWT_SECRET")
+            .env_remove("STAY_STORE")
+            .env_remove("STAY_READ_STORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(db) = &self.postgres {
+            command.args(["--store", db.url()]);
+        }
+        if self.configured_secret {
+            command.args(["--jwt-secret", TEST_SECRET]);
+        }
+        let mut child = command.spawn().expect("start stay serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep reading, so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("stay: listening on ") {
+                        self.base = url.trim().to_owned();
+                        return;
+                    }
+                }
+                Err(_) => panic!("stay serve did not start:\n{}", self.logs()),
+            }
+        }
+    }
+}
+
+impl Drop for StayServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
