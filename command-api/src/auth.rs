@@ -181,6 +181,55 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// A set of roles a route admits.
+pub trait Admits: Send + Sync {
+    /// The roles.
+    const ROLES: &'static [Role];
+}
+
+/// Routes for hosts.
+#[derive(Debug)]
+pub struct Hosts;
+
+impl Admits for Hosts {
+    const ROLES: &'static [Role] = &[Role::Host];
+}
+
+/// Routes for guests.
+#[derive(Debug)]
+pub struct Guests;
+
+impl Admits for Guests {
+    const ROLES: &'static [Role] = &[Role::Guest];
+}
+
+/// Routes for guests and admins.
+#[derive(Debug)]
+pub struct GuestsOrAdmins;
+
+impl Admits for GuestsOrAdmins {
+    const ROLES: &'static [Role] = &[Role::Guest, Role::Admin];
+}
+
+/// The caller of a route that admits the roles `R`; extracting it answers 403 for any other role
+/// before the body is read, so a caller without the role learns that first.
+#[derive(Debug)]
+pub struct Caller<R> {
+    /// Who calls.
+    pub principal: Principal,
+    roles: std::marker::PhantomData<R>,
+}
+
+impl<S: Send + Sync, R: Admits> FromRequestParts<S> for Caller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.require(R::ROLES)?;
+        Ok(Self { principal, roles: std::marker::PhantomData })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,8 +61,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = err.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
-                ApiError::invalid_field(field, inner.to_string())
+                ApiError::invalid_field(field_at_fault(&path, &inner), inner.to_string())
             }
             _ => {
                 ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {inner}"))
@@ -73,6 +72,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("trailing characters: {err}"))
     })?;
     Ok(value)
+}
+
+/// The field an error is about: its path, or for a missing field, the path of the field itself.
+fn field_at_fault(path: &str, err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
+    match (path, missing) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (path, Some(name)) => format!("{path}.{name}"),
+        (path, None) => path.to_owned(),
+    }
 }
 
 /// Collects the fields that fail to parse into domain values, to refuse them all at once.
@@ -146,6 +157,12 @@ mod tests {
         for body in [&b"{"[..], b"", b"{\"price\":}", trailing] {
             assert_eq!(parse::<Body>(body).unwrap_err().code(), "malformed_json", "{body:?}");
         }
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        assert_eq!(parse::<Body>(b"{}").unwrap_err().problem().errors[0].field, "price");
+        assert_eq!(parse::<Body>(br#"{"price":{}}"#).unwrap_err().problem().errors[0].field, "price.amount_minor");
     }
 
     #[test]

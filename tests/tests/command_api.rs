@@ -155,6 +155,8 @@ async fn registering_a_room(backend: Backend) {
 
     let guest = server.token("guest-1", "guest");
     assert_refused(&server.post("/v1/rooms", &guest, &room_body()).await, 403, "forbidden_role");
+    // The role is checked before the body is read.
+    assert_refused(&server.post("/v1/rooms", &guest, &json!({})).await, 403, "forbidden_role");
 
     let invalid = json!({
         "name": "",

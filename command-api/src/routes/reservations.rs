@@ -20,7 +20,7 @@ use stay_domain::{
 use utoipa::ToSchema;
 
 use super::{context, run, IdPath};
-use crate::auth::{Principal, Role};
+use crate::auth::{Caller, Guests, GuestsOrAdmins, Role};
 use crate::body::{Check, JsonBody};
 use crate::idempotency::CommandKey;
 use crate::problem::{ApiError, Problem};
@@ -76,11 +76,11 @@ pub struct ReservationAnswer {
 )]
 pub async fn request_reservation(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<Guests>,
     Extension(key): Extension<CommandKey>,
     JsonBody(body): JsonBody<RequestReservationRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Guest])?;
+    let principal = caller.principal;
     let mut check = Check::default();
     let room_id = check.field("room_id", body.room_id.parse::<RoomId>());
     let check_in = check.field("check_in", date("check_in", &body.check_in));
@@ -135,11 +135,11 @@ pub async fn request_reservation(
 )]
 pub async fn cancel_reservation(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<GuestsOrAdmins>,
     Extension(key): Extension<CommandKey>,
     IdPath(reservation_id): IdPath<ReservationId>,
 ) -> Result<(StatusCode, Json<ReservationAnswer>), ApiError> {
-    principal.require(&[Role::Guest, Role::Admin])?;
+    let principal = caller.principal;
     let command = ReservationCommand::RequestCancellation {
         actor: principal.user.clone(),
         actor_is_admin: principal.role == Role::Admin,

@@ -16,7 +16,7 @@ use stay_domain::{
 use utoipa::ToSchema;
 
 use super::{context, run, IdPath};
-use crate::auth::{Principal, Role};
+use crate::auth::{Caller, Guests, Hosts};
 use crate::body::{Check, JsonBody};
 use crate::idempotency::CommandKey;
 use crate::problem::{ApiError, Problem};
@@ -67,12 +67,12 @@ pub struct ReviewAnswer {
 )]
 pub async fn post_review(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<Guests>,
     Extension(key): Extension<CommandKey>,
     IdPath(room_id): IdPath<RoomId>,
     JsonBody(body): JsonBody<PostReviewRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Guest])?;
+    let principal = caller.principal;
     let mut check = Check::default();
     let reservation_id = check.field("reservation_id", body.reservation_id.parse::<ReservationId>());
     let rating = check.field("rating", Rating::new(body.rating));
@@ -125,12 +125,12 @@ pub async fn post_review(
 )]
 pub async fn reply_to_review(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<Hosts>,
     Extension(key): Extension<CommandKey>,
     IdPath(review_id): IdPath<ReviewId>,
     JsonBody(body): JsonBody<ReplyRequest>,
 ) -> Result<Json<ReviewAnswer>, ApiError> {
-    principal.require(&[Role::Host])?;
+    let principal = caller.principal;
     let comment = ReviewComment::new(body.comment)?;
     let id = review_id.to_string();
     let (review, _) = api.executors().reviews.load(&id).await?;

@@ -9,7 +9,7 @@ use stay_domain::{Address, Capacity, Description, PositiveMoney, RoomCommand, Ro
 use utoipa::ToSchema;
 
 use super::{context, run, IdPath, MoneyBody};
-use crate::auth::{Principal, Role};
+use crate::auth::{Caller, Hosts};
 use crate::body::{Check, JsonBody};
 use crate::idempotency::CommandKey;
 use crate::problem::{ApiError, Problem};
@@ -71,11 +71,11 @@ pub struct RoomAnswer {
 )]
 pub async fn register_room(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<Hosts>,
     Extension(key): Extension<CommandKey>,
     JsonBody(body): JsonBody<RegisterRoomRequest>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Host])?;
+    let principal = caller.principal;
     let mut check = Check::default();
     let name = check.field("name", RoomName::new(body.name));
     let description = check.field("description", Description::new(body.description.unwrap_or_default()));
@@ -118,12 +118,12 @@ pub async fn register_room(
 )]
 pub async fn change_room(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<Hosts>,
     Extension(key): Extension<CommandKey>,
     IdPath(room_id): IdPath<RoomId>,
     JsonBody(body): JsonBody<ChangeRoomRequest>,
 ) -> Result<Json<RoomAnswer>, ApiError> {
-    principal.require(&[Role::Host])?;
+    let principal = caller.principal;
     let mut check = Check::default();
     let nothing = body.name.is_none()
         && body.description.is_none()
@@ -177,11 +177,11 @@ pub async fn change_room(
 )]
 pub async fn delist_room(
     State(api): State<CommandApi>,
-    principal: Principal,
+    caller: Caller<Hosts>,
     Extension(key): Extension<CommandKey>,
     IdPath(room_id): IdPath<RoomId>,
 ) -> Result<Json<RoomAnswer>, ApiError> {
-    principal.require(&[Role::Host])?;
+    let principal = caller.principal;
     let command = RoomCommand::DelistRoom { actor: principal.user.clone() };
     let position = run(&api.executors().rooms, &room_id.to_string(), command, &context(&principal, &key), &key).await?;
     Ok(Json(RoomAnswer { room_id: room_id.to_string(), position: position.to_string() }))
