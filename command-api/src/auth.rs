@@ -203,6 +203,14 @@ impl Admits for Guests {
     const ROLES: &'static [Role] = &[Role::Guest];
 }
 
+/// Routes for operators.
+#[derive(Debug)]
+pub struct Admins;
+
+impl Admits for Admins {
+    const ROLES: &'static [Role] = &[Role::Admin];
+}
+
 /// Routes for guests and admins.
 #[derive(Debug)]
 pub struct GuestsOrAdmins;

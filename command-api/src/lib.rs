@@ -41,12 +41,34 @@ pub struct CommandApi {
 struct Inner {
     executors: Arc<Executors>,
     services: DomainServices,
+    payments: Option<Arc<dyn PaymentsGate>>,
+}
+
+/// Whether new reservations can be paid for now; the saga's circuit breaker answers it.
+pub trait PaymentsGate: Send + Sync + std::fmt::Debug {
+    /// `Some(wait)` while the payment provider is failing: refuse new reservations for about `wait`.
+    fn unavailable_for(&self) -> Option<std::time::Duration>;
 }
 
 impl CommandApi {
     /// The command side over `executors`, with time from `clock`.
     pub fn new(executors: Arc<Executors>, clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Arc::new(Inner { executors, services: DomainServices::new(clock) }) }
+        Self { inner: Arc::new(Inner { executors, services: DomainServices::new(clock), payments: None }) }
+    }
+
+    /// The same API, refusing new reservations while `gate` says payments are unavailable.
+    pub fn with_payments_gate(self, gate: Arc<dyn PaymentsGate>) -> Self {
+        let inner = Inner {
+            executors: self.inner.executors.clone(),
+            services: self.inner.services.clone(),
+            payments: Some(gate),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// How long new reservations should be refused, if they should.
+    pub fn payments_unavailable_for(&self) -> Option<std::time::Duration> {
+        self.inner.payments.as_ref().and_then(|gate| gate.unavailable_for())
     }
 
     /// The executors commands go through.

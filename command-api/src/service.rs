@@ -100,11 +100,17 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(close_after_refused_body))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
+                })
+                // A 503 under overload is the service working as meant, not an error to page on.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     (router, openapi)
 }
@@ -130,6 +136,23 @@ async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, request: Request
             ApiError::overloaded().into_response()
         }
     }
+}
+
+/// A refusal sent before the request's body was read (401, 413, 503…) leaves the rest of that
+/// body on the connection, and the connection cannot carry another request; say so, so clients
+/// open a new one instead of failing on the next request.
+async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|length| length.trim() != "0");
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {

@@ -148,6 +148,9 @@ impl UserId {
         if id.trim().is_empty() {
             return Err(ValidationError::Empty { field: "user_id" });
         }
+        if id.contains('\0') {
+            return Err(ValidationError::NulCharacter { field: "user_id" });
+        }
         let chars = id.chars().count();
         if chars > Self::MAX_CHARS {
             return Err(ValidationError::TooLong { field: "user_id", max: Self::MAX_CHARS, actual: chars });
@@ -278,6 +281,7 @@ mod tests {
             Err(ValidationError::TooLong { field: "user_id", max: 200, actual: 201 })
         );
         assert!(UserId::new("é".repeat(200)).is_ok());
+        assert_eq!(UserId::new("a\0b"), Err(ValidationError::NulCharacter { field: "user_id" }));
         assert!(serde_json::from_value::<UserId>(json!("")).is_err());
         assert!(serde_json::from_value::<UserId>(json!("x".repeat(201))).is_err());
         let user: UserId = serde_json::from_value(json!("auth0|42")).expect("parses");

@@ -64,6 +64,12 @@ pub enum ValidationError {
         /// The most nights allowed.
         max: u32,
     },
+    /// A text holding the NUL character, which no store can keep as text.
+    #[error("{field} must not contain the NUL character")]
+    NulCharacter {
+        /// The field holding it.
+        field: &'static str,
+    },
     /// A date that is not `YYYY-MM-DD`.
     #[error("{field} must be a date as YYYY-MM-DD, got {value:?}")]
     InvalidDate {
@@ -91,7 +97,8 @@ impl ValidationError {
             | Self::OutOfRange { field, .. }
             | Self::NotPositive { field }
             | Self::InvalidUuid { field, .. }
-            | Self::InvalidDate { field, .. } => field,
+            | Self::InvalidDate { field, .. }
+            | Self::NulCharacter { field } => field,
             Self::InvalidCurrency(_) => "currency",
             Self::NegativeAmount(_) => "amount_minor",
             Self::EmptyStay { .. } | Self::StayTooLong { .. } => "check_out",

@@ -3,6 +3,7 @@
 //! Each route turns one request into one command on one aggregate, runs it through the executor
 //! and answers with the position of the command's last event.
 
+pub mod reservation_view;
 pub mod reservations;
 pub mod reviews;
 pub mod rooms;

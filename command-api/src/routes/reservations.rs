@@ -6,7 +6,7 @@
 //! is refused at once instead of failing later.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::NaiveDate;
@@ -14,11 +14,12 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use stay_domain::{
-    CardToken, GuestCount, ReservationCommand, ReservationId, RoomCommand, RoomError, RoomId, StayDates,
-    ValidationError,
+    CardToken, GuestCount, ReservationCommand, ReservationId, ReservationStatus, RoomCommand, RoomError, RoomId,
+    StayDates, ValidationError,
 };
 use utoipa::ToSchema;
 
+use super::reservation_view::{prefer_wait, wait_for, ReservationView};
 use super::{context, run, IdPath};
 use crate::auth::{Caller, Guests, GuestsOrAdmins, Role};
 use crate::body::{Check, JsonBody};
@@ -66,21 +67,33 @@ pub struct ReservationAnswer {
     post, path = "/v1/reservations", tag = "reservations", request_body = RequestReservationRequest,
     security(("bearer" = [])),
     responses(
+        (status = 200, description = "With `Prefer: wait`: the reservation in its final state", body = ReservationView),
         (status = 202, description = "Recorded; the saga carries it on", body = ReservationAnswer, headers(("Location" = String))),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a guest", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`room_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`dates_unavailable`, `room_delisted`, `too_many_guests`, `stay_in_past`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`payments_unavailable`: the provider is failing", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn request_reservation(
     State(api): State<CommandApi>,
     caller: Caller<Guests>,
     Extension(key): Extension<CommandKey>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<RequestReservationRequest>,
 ) -> Result<Response, ApiError> {
     let principal = caller.principal;
+    if let Some(retry_in) = api.payments_unavailable_for() {
+        let seconds = u32::try_from(retry_in.as_secs().max(1)).unwrap_or(u32::MAX);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "payments_unavailable",
+            "the payment provider is failing; new reservations are refused until it recovers",
+        )
+        .retry_after(seconds));
+    }
     let mut check = Check::default();
     let room_id = check.field("room_id", body.room_id.parse::<RoomId>());
     let check_in = check.field("check_in", date("check_in", &body.check_in));
@@ -115,9 +128,16 @@ pub async fn request_reservation(
     let id = reservation_id.to_string();
     let context = context(&principal, &key).correlated_to(id.clone());
     let position = run(&api.executors().reservations, &id, command, &context, &key).await?;
+    let location = [(header::LOCATION, format!("/v1/reservations/{id}"))];
+    if let Some(wait) = prefer_wait(&headers) {
+        let finals = [ReservationStatus::Confirmed, ReservationStatus::Rejected, ReservationStatus::Cancelled];
+        if let Some(view) = wait_for(&api, reservation_id, &finals, wait).await? {
+            return Ok((StatusCode::OK, location, [("preference-applied", "wait")], Json(view)).into_response());
+        }
+    }
     let answer =
         ReservationAnswer { reservation_id: id.clone(), status: "pending".into(), position: position.to_string() };
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/v1/reservations/{id}"))], Json(answer)).into_response())
+    Ok((StatusCode::ACCEPTED, location, Json(answer)).into_response())
 }
 
 /// Cancel a pending or confirmed reservation (its guest, or an admin); the saga refunds and releases.
@@ -126,6 +146,7 @@ pub async fn request_reservation(
     params(("reservation_id" = String, Path, description = "The reservation")),
     security(("bearer" = [])),
     responses(
+        (status = 200, description = "With `Prefer: wait`: the cancelled reservation", body = ReservationView),
         (status = 202, description = "Cancellation requested", body = ReservationAnswer),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not its guest nor an admin", body = Problem, content_type = "application/problem+json"),
@@ -137,8 +158,9 @@ pub async fn cancel_reservation(
     State(api): State<CommandApi>,
     caller: Caller<GuestsOrAdmins>,
     Extension(key): Extension<CommandKey>,
+    headers: HeaderMap,
     IdPath(reservation_id): IdPath<ReservationId>,
-) -> Result<(StatusCode, Json<ReservationAnswer>), ApiError> {
+) -> Result<Response, ApiError> {
     let principal = caller.principal;
     let command = ReservationCommand::RequestCancellation {
         actor: principal.user.clone(),
@@ -147,8 +169,13 @@ pub async fn cancel_reservation(
     let id = reservation_id.to_string();
     let context = context(&principal, &key).correlated_to(id.clone());
     let position = run(&api.executors().reservations, &id, command, &context, &key).await?;
+    if let Some(wait) = prefer_wait(&headers) {
+        if let Some(view) = wait_for(&api, reservation_id, &[ReservationStatus::Cancelled], wait).await? {
+            return Ok((StatusCode::OK, [("preference-applied", "wait")], Json(view)).into_response());
+        }
+    }
     let answer = ReservationAnswer { reservation_id: id, status: "cancelling".into(), position: position.to_string() };
-    Ok((StatusCode::ACCEPTED, Json(answer)))
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 fn date(field: &'static str, text: &str) -> Result<NaiveDate, ValidationError> {

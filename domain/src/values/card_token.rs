@@ -20,6 +20,7 @@ mod tests {
         assert_eq!(CardToken::new(""), Err(ValidationError::Empty { field: "card_token" }));
         assert!(CardToken::new("t".repeat(201)).is_err());
         assert!(serde_json::from_value::<CardToken>(json!("")).is_err());
+        assert_eq!(CardToken::new("tok\0visa"), Err(ValidationError::NulCharacter { field: "card_token" }));
         assert_eq!(
             serde_json::from_value::<CardToken>(json!("tok_visa")).expect("parses"),
             CardToken::new("tok_visa").expect("valid")

@@ -151,6 +151,9 @@ pub use stay_dates::StayDates;
 
 /// Trims `text` and checks its length in characters against `min..=max`.
 pub(crate) fn parse_text(field: &'static str, text: String, min: usize, max: usize) -> Result<String, ValidationError> {
+    if text.contains('\0') {
+        return Err(ValidationError::NulCharacter { field });
+    }
     let trimmed = text.trim();
     let chars = trimmed.chars().count();
     if chars == 0 && min > 0 {

@@ -1,0 +1,259 @@
+//! `/openapi.json` describes the server truthfully: a well-formed OpenAPI 3.1 document whose
+//! operations are exactly the routes the server has, no more and no fewer.
+//!
+//! [`ROUTES`] is the one list to update when a route is added.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use stay_tests::{Answer, Backend, StayServer};
+use uuid::Uuid;
+
+/// Every route of the server: (method, path template, the role whose token it is sent with).
+const ROUTES: &[(&str, &str, Option<&str>)] = &[
+    // Service endpoints.
+    ("get", "/healthz", None),
+    ("get", "/readyz", None),
+    ("get", "/metrics", None),
+    ("get", "/openapi.json", None),
+    // Commands.
+    ("post", "/v1/rooms", Some("host")),
+    ("patch", "/v1/rooms/{room_id}", Some("host")),
+    ("delete", "/v1/rooms/{room_id}", Some("host")),
+    ("post", "/v1/reservations", Some("guest")),
+    ("post", "/v1/reservations/{reservation_id}/cancel", Some("admin")),
+    ("post", "/v1/rooms/{room_id}/reviews", Some("guest")),
+    ("post", "/v1/reviews/{review_id}/reply", Some("host")),
+    // Operators.
+    ("get", "/v1/admin/sagas", Some("admin")),
+    ("get", "/v1/admin/sagas/{saga_id}", Some("admin")),
+    ("post", "/v1/admin/sagas/{saga_id}/retry", Some("admin")),
+    ("post", "/v1/admin/sagas/{saga_id}/skip", Some("admin")),
+    ("get", "/v1/admin/payments", Some("admin")),
+];
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+async fn document(server: &StayServer) -> Value {
+    let answer = server.get("/openapi.json").await;
+    assert_eq!(answer.status, 200, "GET /openapi.json: {}", answer.text);
+    assert!(answer.header("content-type").starts_with("application/json"), "{:?}", answer.headers);
+    assert!(answer.body.is_object(), "not a JSON object: {}", answer.text);
+    answer.body
+}
+
+/// Every (method, path) → operation in the document.
+fn operations(doc: &Value) -> BTreeMap<(String, String), Value> {
+    let paths = doc["paths"].as_object().expect("`paths` is an object");
+    let mut operations = BTreeMap::new();
+    for (path, item) in paths {
+        let item = item.as_object().unwrap_or_else(|| panic!("path item {path} is not an object"));
+        for (key, operation) in item {
+            if METHODS.contains(&key.as_str()) {
+                operations.insert((key.clone(), path.clone()), operation.clone());
+            }
+        }
+    }
+    operations
+}
+
+/// The `{name}`s of a path template, checking the template is well formed.
+fn template_params(path: &str) -> Vec<String> {
+    assert!(path.starts_with('/'), "path {path:?} does not start with /");
+    let mut names = Vec::new();
+    for segment in path.split('/').skip(1) {
+        assert!(!segment.is_empty() || path == "/", "path {path:?} has an empty segment");
+        let opens = segment.matches('{').count();
+        let closes = segment.matches('}').count();
+        assert!(opens == closes && opens <= 1, "path {path:?}: segment {segment:?} is not a well-formed template");
+        if opens == 1 {
+            assert!(
+                segment.starts_with('{') && segment.ends_with('}'),
+                "path {path:?}: a parameter must be a whole segment, as {{name}}, not {segment:?}"
+            );
+            let name = &segment[1..segment.len() - 1];
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "path {path:?}: parameter name {name:?} is not a plain identifier"
+            );
+            assert!(!names.iter().any(|n| n == name), "path {path:?} names {name:?} twice");
+            names.push(name.to_owned());
+        }
+        assert!(!segment.contains(':'), "path {path:?} uses axum's :param syntax instead of {{param}}");
+        assert!(!segment.starts_with('*'), "path {path:?} uses a wildcard segment");
+    }
+    names
+}
+
+/// Every `$ref` anywhere in `value`, with where it was found.
+fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if key == "$ref" {
+                    out.push((at.to_owned(), child.as_str().unwrap_or("<not a string>").to_owned()));
+                } else {
+                    refs(child, &format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                refs(child, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_well_formed_and_lists_exactly_the_routes() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let doc = document(&server).await;
+
+    // OpenAPI 3.1, with a title and a version.
+    let version = doc["openapi"].as_str().unwrap_or("");
+    assert!(version.starts_with("3.1."), "openapi is {:?}, not 3.1.x", doc["openapi"]);
+    for field in ["title", "version"] {
+        let value = doc["info"][field].as_str().unwrap_or("");
+        assert!(!value.trim().is_empty(), "info.{field} is missing or empty: {:?}", doc["info"]);
+    }
+
+    // Every $ref points into the document, at something that exists.
+    let mut found = Vec::new();
+    refs(&doc, "", &mut found);
+    assert!(!found.is_empty(), "no $ref at all: the schemas are not shared through components");
+    let broken: Vec<String> = found
+        .iter()
+        .filter(|(_, target)| !target.starts_with("#/") || doc.pointer(&target[1..]).is_none())
+        .map(|(at, target)| format!("{at}: $ref {target:?}"))
+        .collect();
+    assert!(broken.is_empty(), "$refs that do not resolve inside the document:\n{}", broken.join("\n"));
+
+    let operations = operations(&doc);
+    let mut problems = Vec::new();
+    let mut operation_ids = BTreeSet::new();
+    for ((method, path), operation) in &operations {
+        let here = format!("{} {path}", method.to_uppercase());
+        // Responses, at least one.
+        match operation.get("responses").and_then(Value::as_object) {
+            Some(responses) if !responses.is_empty() => {
+                for (status, response) in responses {
+                    let known = status == "default"
+                        || (status.len() == 3 && status.chars().all(|c| c.is_ascii_digit() || c == 'X'));
+                    if !known {
+                        problems.push(format!("{here}: response key {status:?} is not a status code"));
+                    }
+                    if response.get("description").and_then(Value::as_str).is_none() && response.get("$ref").is_none() {
+                        problems.push(format!("{here}: response {status} has no description"));
+                    }
+                }
+            }
+            _ => problems.push(format!("{here}: no responses")),
+        }
+        if let Some(id) = operation.get("operationId").and_then(Value::as_str) {
+            if !operation_ids.insert(id.to_owned()) {
+                problems.push(format!("{here}: operationId {id:?} is used twice"));
+            }
+        }
+        // Path parameters: the template's names, each declared `in: path` and required, and no others.
+        let in_template = template_params(path);
+        let item_params = doc["paths"][path]["parameters"].as_array().cloned().unwrap_or_default();
+        let op_params = operation.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut declared = BTreeSet::new();
+        for param in item_params.iter().chain(&op_params) {
+            let param = match param.get("$ref").and_then(Value::as_str) {
+                Some(target) => doc.pointer(target.trim_start_matches('#')).cloned().unwrap_or(Value::Null),
+                None => param.clone(),
+            };
+            if param.get("in").and_then(Value::as_str) != Some("path") {
+                continue;
+            }
+            let name = param.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+            if param.get("required") != Some(&Value::Bool(true)) {
+                problems.push(format!("{here}: path parameter {name:?} is not required: true"));
+            }
+            if !in_template.contains(&name) {
+                problems.push(format!("{here}: declares path parameter {name:?} that the template lacks"));
+            }
+            declared.insert(name);
+        }
+        for name in &in_template {
+            if !declared.contains(name) {
+                problems.push(format!("{here}: {{{name}}} is not declared as a path parameter"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "the document's operations are not well formed:\n{}", problems.join("\n"));
+
+    // Exactly the routes of the server.
+    let documented: BTreeSet<(String, String)> = operations.keys().cloned().collect();
+    let expected: BTreeSet<(String, String)> =
+        ROUTES.iter().map(|(method, path, _)| ((*method).to_owned(), (*path).to_owned())).collect();
+    let missing: Vec<_> = expected.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the document's routes differ from the expected list (update ROUTES in tests/tests/openapi.rs when adding one)\n\
+         missing from the document: {missing:?}\nnot in the expected list: {extra:?}"
+    );
+}
+
+/// Fills a path template's parameters with fresh UUIDs.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|segment| if segment.starts_with('{') { Uuid::new_v4().to_string() } else { segment.to_owned() })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_exists_and_nothing_else_does() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let doc = document(&server).await;
+    let operations = operations(&doc);
+    assert!(!operations.is_empty(), "the document lists no operations");
+
+    let mut failures = Vec::new();
+    for (method, path) in operations.keys() {
+        let role = ROUTES.iter().find(|(m, p, _)| m == method && p == path).and_then(|(_, _, role)| *role);
+        let token = role.map(|role| server.token(&format!("openapi-{role}"), role));
+        let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let body = matches!(http_method, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
+        let url = concrete(path);
+        let answer: Answer = server.send(http_method.clone(), &url, token.as_deref(), body.as_ref(), &[]).await;
+        let unrouted = (answer.status == 404 && answer.code() == "route_not_found") || answer.status == 405;
+        if unrouted || answer.status >= 500 {
+            failures.push(format!("{http_method} {url} (documented as {path}): {} {}", answer.status, answer.text));
+        }
+        if !(200..300).contains(&answer.status) && !answer.is_problem() && path.starts_with("/v1/") {
+            failures.push(format!(
+                "{http_method} {url}: a {} that is not a problem document: {}",
+                answer.status, answer.text
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "documented routes the server does not have:\n{}", failures.join("\n"));
+
+    // Undocumented paths are unknown routes, answered as problems.
+    let host = server.token("openapi-host", "host");
+    for (method, path) in [
+        (Method::GET, "/v1/nope"),
+        (Method::POST, "/v1/nope"),
+        (Method::GET, "/"),
+        (Method::GET, "/v1"),
+        (Method::POST, "/v1/rooms/x/y/z"),
+        (Method::GET, "/openapi.yaml"),
+        (Method::GET, "/v2/rooms"),
+    ] {
+        let answer = server.send(method.clone(), path, Some(&host), None, &[]).await;
+        assert!(
+            answer.status == 404 && answer.code() == "route_not_found" && answer.is_problem(),
+            "{method} {path}: expected a 404 route_not_found problem, got {} {:?} {}",
+            answer.status,
+            answer.header("content-type"),
+            answer.text
+        );
+    }
+}
