@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod load;
 mod migrate;
+mod payment_sim;
 mod serve;
 mod settings;
 mod token;
@@ -31,6 +32,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Generate load and measure it (the figures in docs/benchmarks.md).
     Load(load::LoadArgs),
+    /// Serve the payment simulator over HTTP (card tokens decide the outcome).
+    PaymentSim(payment_sim::PaymentSimArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token::run(args),
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
+            Command::PaymentSim(args) => payment_sim::run(args).await,
         }
     });
     match outcome {

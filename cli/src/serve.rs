@@ -13,9 +13,18 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use stay_command_api::service::{self, Readiness, ServiceConfig};
-use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, JwtKeys};
+use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, JwtKeys, PaymentsGate};
 use stay_domain::Clock;
-use stay_store::{EventStore, ExecutorConfig, Executors, StoreOptions, SystemClock};
+use stay_saga::admin::AdminState;
+use stay_saga::driver::{Driver, SagaConfig};
+use stay_saga::instance::SagaInstance;
+use stay_saga::provider::http::{HttpProvider, HttpProviderConfig};
+use stay_saga::provider::resilient::{CircuitHandle, CircuitState, ResilienceConfig, Resilient};
+use stay_saga::provider::simulator::Simulator;
+use stay_saga::provider::PaymentProvider;
+use stay_saga::schedule::Schedule;
+use stay_saga::worker::SagaWorker;
+use stay_store::{EventStore, Executor, ExecutorConfig, Executors, StoreOptions, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::settings::{component_migrations, SecretArgs, StoreArgs};
@@ -27,6 +36,18 @@ pub enum ServeRole {
     All,
     /// The command routes only.
     CommandApi,
+    /// The reservation saga (and its admin routes) only.
+    Saga,
+}
+
+impl ServeRole {
+    fn runs_commands(self) -> bool {
+        matches!(self, ServeRole::All | ServeRole::CommandApi)
+    }
+
+    fn runs_saga(self) -> bool {
+        matches!(self, ServeRole::All | ServeRole::Saga)
+    }
 }
 
 /// Arguments of `stay serve`.
@@ -61,6 +82,71 @@ pub struct ServeArgs {
     /// Do not apply migrations at start-up (run `stay migrate` first); /readyz reports any pending.
     #[arg(long, env = "STAY_NO_MIGRATE")]
     no_migrate: bool,
+
+    #[command(flatten)]
+    saga: SagaArgs,
+}
+
+/// How the saga reaches the payment provider and paces itself.
+#[derive(Debug, Args)]
+pub struct SagaArgs {
+    /// `simulator` (in process) or the URL of a provider such as `stay payment-sim` (http://HOST:PORT).
+    #[arg(long, env = "STAY_PAYMENT_PROVIDER", default_value = "simulator")]
+    payment_provider: String,
+
+    /// How long a charge may go unanswered before the reservation is rejected and the charge voided.
+    #[arg(long, env = "STAY_PAYMENT_DEADLINE", default_value = "60s", value_parser = humantime::parse_duration)]
+    payment_deadline: Duration,
+
+    /// How long one call to the provider may take.
+    #[arg(long, env = "STAY_PAYMENT_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    payment_call_timeout: Duration,
+
+    /// Consecutive failed provider calls that open the circuit breaker.
+    #[arg(long, env = "STAY_PAYMENT_BREAKER_THRESHOLD", default_value_t = 5)]
+    payment_breaker_threshold: u32,
+
+    /// How long the breaker stays open before a trial call.
+    #[arg(long, env = "STAY_PAYMENT_BREAKER_COOL_DOWN", default_value = "5s", value_parser = humantime::parse_duration)]
+    payment_breaker_cool_down: Duration,
+
+    /// Saga instances driven at once by this process.
+    #[arg(long, env = "STAY_SAGA_CONCURRENCY", default_value_t = 64)]
+    saga_concurrency: usize,
+}
+
+/// The saga's circuit breaker as the command side's gate for new reservations.
+#[derive(Debug)]
+struct BreakerGate(CircuitHandle);
+
+impl PaymentsGate for BreakerGate {
+    fn unavailable_for(&self) -> Option<Duration> {
+        match self.0.state() {
+            CircuitState::Open { retry_in } => Some(retry_in),
+            CircuitState::Closed | CircuitState::HalfOpen => None,
+        }
+    }
+}
+
+/// The provider the saga calls, wrapped in timeouts, retries and a breaker.
+fn payment_provider(args: &SagaArgs) -> anyhow::Result<(Arc<dyn PaymentProvider>, CircuitHandle)> {
+    let resilience = ResilienceConfig {
+        call_timeout: args.payment_call_timeout,
+        failure_threshold: args.payment_breaker_threshold,
+        cool_down: args.payment_breaker_cool_down,
+        ..ResilienceConfig::default()
+    };
+    if args.payment_provider == "simulator" {
+        let provider = Resilient::new(Simulator::new(), resilience);
+        let circuit = provider.circuit_handle();
+        return Ok((Arc::new(provider), circuit));
+    }
+    // The HTTP client's own timeout stays above the per-call one, which is the one that counts.
+    let config = HttpProviderConfig { base_url: args.payment_provider.clone(), timeout: args.payment_call_timeout * 2 };
+    let http = HttpProvider::new(config).with_context(|| format!("--payment-provider {}", args.payment_provider))?;
+    let provider = Resilient::new(http, resilience);
+    let circuit = provider.circuit_handle();
+    Ok((Arc::new(provider), circuit))
 }
 
 /// A built server, bound and ready to run.
@@ -69,6 +155,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     grace: Duration,
+    saga: Option<Arc<SagaWorker>>,
 }
 
 impl Application {
@@ -89,15 +176,45 @@ impl Application {
         let keys = JwtKeys::new(&args.secret.secret(&args.store.data_dir)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let executors = Arc::new(Executors::new(&store, clock.clone(), ExecutorConfig::default()));
+        let (provider, circuit) = payment_provider(&args.saga)?;
 
         let mut v1 = Vec::new();
-        if matches!(args.role, ServeRole::All | ServeRole::CommandApi) {
+        let mut saga = None;
+        if args.role.runs_saga() {
+            let schedule = Schedule::new(read_db.clone());
+            let sagas = Arc::new(Executor::<SagaInstance>::new(store.clone(), Arc::new(()), clock.clone()));
+            let config = SagaConfig {
+                payment_deadline: args.saga.payment_deadline,
+                concurrency: args.saga.saga_concurrency,
+                ..SagaConfig::default()
+            };
+            let lease = config.lease;
+            let driver =
+                Driver::new(executors.clone(), sagas.clone(), provider, schedule.clone(), clock.clone(), config);
+            let worker = SagaWorker::new(
+                store.clone(),
+                schedule.clone(),
+                Arc::new(driver),
+                clock.clone(),
+                args.saga.saga_concurrency,
+                lease,
+            );
+            let admin =
+                AdminState { schedule, sagas, store: store.clone(), waker: worker.waker(), clock: clock.clone() };
+            v1.push(stay_saga::admin::router(admin, keys.clone()));
+            saga = Some(Arc::new(worker));
+        }
+        if args.role.runs_commands() {
             let config = CommandConfig {
                 keys,
                 idempotency: IdempotencyStore::new(read_db.clone()),
                 max_body_bytes: args.max_body_bytes,
             };
-            v1.push(stay_command_api::router(CommandApi::new(executors.clone(), clock), config));
+            let mut api = CommandApi::new(executors.clone(), clock);
+            if args.role.runs_saga() {
+                api = api.with_payments_gate(Arc::new(BreakerGate(circuit)));
+            }
+            v1.push(stay_command_api::router(api, config));
         }
         let service = ServiceConfig {
             max_in_flight: args.max_in_flight,
@@ -108,7 +225,7 @@ impl Application {
         let (router, _openapi) = service::assemble(v1, service);
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        Ok(Self { listener, router, grace: args.shutdown_grace })
+        Ok(Self { listener, router, grace: args.shutdown_grace, saga })
     }
 
     /// The address it listens on.
@@ -119,6 +236,7 @@ impl Application {
     /// Serves until `shutdown` completes, then drains requests in flight for up to the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let workers = self.saga.map(|saga| tokio::spawn(saga.run(stopping_rx.clone())));
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing requests in flight");
@@ -130,10 +248,18 @@ impl Application {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(grace).await;
         };
+        let stopped = async move {
+            server.await.context("the server failed")?;
+            // The saga finishes the steps it is in (each ends at a recorded boundary).
+            if let Some(workers) = workers {
+                let _ = workers.await;
+            }
+            anyhow::Ok(())
+        };
         tokio::select! {
-            served = server => served.context("the server failed"),
+            stopped = stopped => stopped,
             () = deadline => {
-                tracing::warn!(grace = ?grace, "requests still in flight after the grace period; stopping anyway");
+                tracing::warn!(grace = ?grace, "work still in flight after the grace period; stopping anyway");
                 Ok(())
             }
         }

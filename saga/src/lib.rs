@@ -1,0 +1,8 @@
+//! The reservation saga: carries each reservation from request to a final state.
+
+pub mod admin;
+pub mod driver;
+pub mod instance;
+pub mod provider;
+pub mod schedule;
+pub mod worker;

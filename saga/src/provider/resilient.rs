@@ -1,0 +1,666 @@
+//! Resilience around any payment provider: a timeout per call, retries with full-jitter
+//! exponential backoff, and a circuit breaker.
+//!
+//! Only failures to get an answer ([`ProviderError::Timeout`], [`ProviderError::Unavailable`]) are
+//! retried and counted by the breaker; a decline, a refused refund or a protocol error is an
+//! answer, and asking again would only get it again. Retrying is safe because every call carries
+//! its idempotency key. While the breaker is open calls fail at once with
+//! [`ProviderError::CircuitOpen`], so the saga waits and new reservations get a fast, honest
+//! answer instead of piling up behind a dead provider.
+//!
+//! Metrics: `stay_provider_calls_total{op,result}` (one per attempt, and one per call refused by
+//! the open circuit), `stay_provider_call_duration_seconds{op}` (per attempt) and
+//! `stay_provider_circuit_open` (1 while the circuit is open or half-open, 0 once closed).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::{
+    ChargeOutcome, ChargeRequest, LedgerEntry, PaymentProvider, ProviderError, RefundOutcome, RefundRequest,
+    VoidOutcome, VoidRequest,
+};
+
+/// How hard [`Resilient`] tries, and when it stops trying for a while.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResilienceConfig {
+    /// How long one attempt may take before it counts as a [`ProviderError::Timeout`]. Longer than
+    /// a slow-but-healthy provider (`tok_slow` takes 2 s).
+    pub call_timeout: Duration,
+    /// Attempts per call, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The backoff before the second attempt is up to this; it doubles per attempt.
+    pub backoff_base: Duration,
+    /// The backoff never exceeds this.
+    pub backoff_max: Duration,
+    /// Consecutive failed attempts that open the circuit (at least 1).
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before a trial call is let through.
+    pub cool_down: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether calls are going through to the provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail at once; a trial call is let through after `retry_in`.
+    Open {
+        /// Time left before the trial call.
+        retry_in: Duration,
+    },
+    /// The cool-down is over: the next call is a trial; its success closes the circuit, its
+    /// failure opens it again.
+    HalfOpen,
+}
+
+/// A cheap, cloneable view of a [`Resilient`]'s circuit, for whoever must answer quickly while the
+/// provider is down (the HTTP side) without holding the provider itself.
+#[derive(Clone, Debug)]
+pub struct CircuitHandle {
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl CircuitHandle {
+    /// The circuit's state now.
+    pub fn state(&self) -> CircuitState {
+        lock(&self.breaker).state(Instant::now())
+    }
+}
+
+/// A payment provider with a timeout, retries and a circuit breaker around it.
+#[derive(Debug)]
+pub struct Resilient<P> {
+    inner: P,
+    config: ResilienceConfig,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl<P: PaymentProvider> Resilient<P> {
+    /// Wraps `inner`. Zero attempts or a zero threshold are read as 1.
+    pub fn new(inner: P, config: ResilienceConfig) -> Self {
+        let breaker = Breaker {
+            failure_threshold: config.failure_threshold.max(1),
+            cool_down: config.cool_down,
+            state: BreakerState::Closed { failures: 0 },
+        };
+        metrics::gauge!("stay_provider_circuit_open").set(0.0);
+        Self { inner, config, breaker: Arc::new(Mutex::new(breaker)) }
+    }
+
+    /// The provider wrapped.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ResilienceConfig {
+        &self.config
+    }
+
+    /// The circuit's state now.
+    pub fn circuit(&self) -> CircuitState {
+        lock(&self.breaker).state(Instant::now())
+    }
+
+    /// A view of the circuit that can be handed to other components.
+    pub fn circuit_handle(&self) -> CircuitHandle {
+        CircuitHandle { breaker: Arc::clone(&self.breaker) }
+    }
+
+    /// Runs `attempt` under the timeout, retry and breaker rules.
+    async fn call<T, F, Fut>(&self, op: &'static str, mut attempt: F) -> Result<T, ProviderError>
+    where
+        T: Labelled,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let attempts = self.config.max_attempts.max(1);
+        let mut number = 1;
+        let mut last_failure = None;
+        loop {
+            let permit = match lock(&self.breaker).admit(Instant::now(), self.config.call_timeout) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    count(op, error_label(&refusal));
+                    // Opened by another call between our attempts: our own failure says more (a
+                    // timeout may have moved money) than the refusal does.
+                    return Err(last_failure.unwrap_or(refusal));
+                }
+            };
+            let mut trial = TrialGuard { breaker: &self.breaker, armed: permit == Permit::Trial };
+            let started = Instant::now();
+            let result =
+                tokio::time::timeout(self.config.call_timeout, attempt()).await.unwrap_or(Err(ProviderError::Timeout));
+            metrics::histogram!("stay_provider_call_duration_seconds", "op" => op)
+                .record(started.elapsed().as_secs_f64());
+            count(op, result.as_ref().map_or_else(error_label, Labelled::label));
+            trial.armed = false;
+
+            let retryable = matches!(result, Err(ProviderError::Timeout | ProviderError::Unavailable(_)));
+            let opened = {
+                let mut breaker = lock(&self.breaker);
+                if retryable {
+                    breaker.failed(Instant::now())
+                } else {
+                    // Any answer, even a decline or a refusal, shows the provider is alive.
+                    breaker.succeeded();
+                    false
+                }
+            };
+            match result {
+                Err(err) if retryable && number < attempts && !opened => {
+                    tracing::debug!(op, attempt = number, error = %err, "payment provider call failed; retrying");
+                    tokio::time::sleep(backoff(&self.config, number)).await;
+                    number += 1;
+                    last_failure = Some(err);
+                }
+                // The breaker just opened: stop here rather than back off into a refusal, and
+                // report the real failure (a timeout may have moved money).
+                result => return result,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<P: PaymentProvider> PaymentProvider for Resilient<P> {
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProviderError> {
+        self.call("charge", || self.inner.charge(request)).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProviderError> {
+        self.call("refund", || self.inner.refund(request)).await
+    }
+
+    async fn void(&self, request: &VoidRequest) -> Result<VoidOutcome, ProviderError> {
+        self.call("void", || self.inner.void(request)).await
+    }
+
+    async fn ledger(&self) -> Result<Vec<LedgerEntry>, ProviderError> {
+        self.call("ledger", || self.inner.ledger()).await
+    }
+}
+
+/// A shared provider is a provider, so one simulator (or an `Arc<dyn PaymentProvider>` chosen at
+/// start-up) can sit inside [`Resilient`] and still be reached directly.
+#[async_trait]
+impl<T: PaymentProvider + ?Sized> PaymentProvider for Arc<T> {
+    async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProviderError> {
+        (**self).charge(request).await
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProviderError> {
+        (**self).refund(request).await
+    }
+
+    async fn void(&self, request: &VoidRequest) -> Result<VoidOutcome, ProviderError> {
+        (**self).void(request).await
+    }
+
+    async fn ledger(&self) -> Result<Vec<LedgerEntry>, ProviderError> {
+        (**self).ledger().await
+    }
+}
+
+/// Full jitter: a uniformly random wait up to the exponential cap, so callers that failed together
+/// do not come back together.
+fn backoff(config: &ResilienceConfig, failed_attempt: u32) -> Duration {
+    let exponent = failed_attempt.saturating_sub(1).min(31);
+    let cap = config.backoff_base.saturating_mul(1 << exponent).min(config.backoff_max);
+    let cap_micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rand::thread_rng().gen_range(0..=cap_micros))
+}
+
+fn count(op: &'static str, result: &'static str) {
+    metrics::counter!("stay_provider_calls_total", "op" => op, "result" => result).increment(1);
+}
+
+/// The `result` label of a call's outcome.
+trait Labelled {
+    fn label(&self) -> &'static str;
+}
+
+impl Labelled for ChargeOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Approved { .. } => "approved",
+            Self::Declined { .. } => "declined",
+        }
+    }
+}
+
+impl Labelled for RefundOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Refunded { .. } => "refunded",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
+impl Labelled for VoidOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Voided { .. } => "voided",
+            Self::NothingToVoid => "nothing_to_void",
+        }
+    }
+}
+
+impl Labelled for Vec<LedgerEntry> {
+    fn label(&self) -> &'static str {
+        "ok"
+    }
+}
+
+/// The `result` label of a call that got no answer.
+fn error_label(err: &ProviderError) -> &'static str {
+    match err {
+        ProviderError::Timeout => "timeout",
+        ProviderError::Unavailable(_) => "unavailable",
+        ProviderError::CircuitOpen { .. } => "circuit_open",
+        ProviderError::Protocol(_) => "protocol",
+    }
+}
+
+fn lock(breaker: &Mutex<Breaker>) -> MutexGuard<'_, Breaker> {
+    // The breaker's state is valid after any panic (each update is one assignment), so a poisoned
+    // lock is still worth using.
+    breaker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct Breaker {
+    failure_threshold: u32,
+    cool_down: Duration,
+    state: BreakerState,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum BreakerState {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial_in_flight: bool },
+}
+
+/// What the breaker let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Permit {
+    Normal,
+    /// The one call of the half-open state.
+    Trial,
+}
+
+impl Breaker {
+    fn state(&self, now: Instant) -> CircuitState {
+        match self.state {
+            BreakerState::Closed { .. } => CircuitState::Closed,
+            BreakerState::Open { until } if now < until => CircuitState::Open { retry_in: until - now },
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Lets a call through, or says how long until one would be.
+    fn admit(&mut self, now: Instant, call_timeout: Duration) -> Result<Permit, ProviderError> {
+        match self.state {
+            BreakerState::Closed { .. } => Ok(Permit::Normal),
+            BreakerState::Open { until } if now < until => {
+                Err(ProviderError::CircuitOpen { retry_in_ms: ceil_millis(until - now) })
+            }
+            BreakerState::Open { .. } | BreakerState::HalfOpen { trial_in_flight: false } => {
+                self.state = BreakerState::HalfOpen { trial_in_flight: true };
+                Ok(Permit::Trial)
+            }
+            // The trial decides within one call timeout.
+            BreakerState::HalfOpen { trial_in_flight: true } => {
+                Err(ProviderError::CircuitOpen { retry_in_ms: ceil_millis(call_timeout) })
+            }
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if !matches!(self.state, BreakerState::Closed { .. }) {
+            tracing::info!("payment provider answered again; circuit closed");
+            metrics::gauge!("stay_provider_circuit_open").set(0.0);
+        }
+        self.state = BreakerState::Closed { failures: 0 };
+    }
+
+    /// Counts a failed attempt; answers whether it opened the circuit.
+    fn failed(&mut self, now: Instant) -> bool {
+        let open = match self.state {
+            BreakerState::Closed { failures } => {
+                let failures = failures.saturating_add(1);
+                self.state = BreakerState::Closed { failures };
+                failures >= self.failure_threshold
+            }
+            BreakerState::HalfOpen { .. } => true,
+            // Already open (a call admitted before it opened has failed too): keep the cool-down.
+            BreakerState::Open { .. } => return true,
+        };
+        if open {
+            tracing::warn!(cool_down = ?self.cool_down, "payment provider failing; circuit open");
+            metrics::gauge!("stay_provider_circuit_open").set(1.0);
+            self.state = BreakerState::Open { until: now + self.cool_down };
+        }
+        open
+    }
+}
+
+/// Frees the half-open trial slot if the trial call is abandoned (its caller gave up), so the
+/// circuit cannot stay half-open with a trial that will never report.
+struct TrialGuard<'a> {
+    breaker: &'a Mutex<Breaker>,
+    armed: bool,
+}
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut breaker = lock(self.breaker);
+            if matches!(breaker.state, BreakerState::HalfOpen { .. }) {
+                breaker.state = BreakerState::HalfOpen { trial_in_flight: false };
+            }
+        }
+    }
+}
+
+fn ceil_millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros().div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use stay_domain::{Currency, Money, PaymentId, ReservationId};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::provider::simulator::{cards, Simulator};
+
+    /// Counts the calls that reach the provider inside.
+    #[derive(Debug)]
+    struct Counting<P> {
+        inner: P,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl<P: PaymentProvider> PaymentProvider for Counting<P> {
+        async fn charge(&self, request: &ChargeRequest) -> Result<ChargeOutcome, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.charge(request).await
+        }
+        async fn refund(&self, request: &RefundRequest) -> Result<RefundOutcome, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.refund(request).await
+        }
+        async fn void(&self, request: &VoidRequest) -> Result<VoidOutcome, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.void(request).await
+        }
+        async fn ledger(&self) -> Result<Vec<LedgerEntry>, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.ledger().await
+        }
+    }
+
+    /// A provider that is down or up at the test's say.
+    #[derive(Debug, Default)]
+    struct Switch {
+        down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl PaymentProvider for Switch {
+        async fn charge(&self, _: &ChargeRequest) -> Result<ChargeOutcome, ProviderError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(ProviderError::Unavailable("down".to_owned()))
+            } else {
+                Ok(ChargeOutcome::Approved { provider_ref: "ok".to_owned() })
+            }
+        }
+        async fn refund(&self, _: &RefundRequest) -> Result<RefundOutcome, ProviderError> {
+            Err(ProviderError::Protocol("not used".to_owned()))
+        }
+        async fn void(&self, _: &VoidRequest) -> Result<VoidOutcome, ProviderError> {
+            Err(ProviderError::Protocol("not used".to_owned()))
+        }
+        async fn ledger(&self) -> Result<Vec<LedgerEntry>, ProviderError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn counting<P>(inner: P) -> Resilient<Counting<P>>
+    where
+        P: PaymentProvider,
+    {
+        Resilient::new(Counting { inner, calls: AtomicU32::new(0) }, ResilienceConfig::default())
+    }
+
+    fn calls<P>(provider: &Resilient<Counting<P>>) -> u32
+    where
+        P: PaymentProvider,
+    {
+        provider.inner().calls.load(Ordering::SeqCst)
+    }
+
+    fn charge_with(card: &str) -> ChargeRequest {
+        let reservation_id = ReservationId::from_uuid(Uuid::new_v4());
+        ChargeRequest {
+            payment_id: PaymentId::for_reservation(reservation_id),
+            reservation_id,
+            amount: Money::new(12_000, Currency::USD).unwrap(),
+            card_token: card.to_owned(),
+        }
+    }
+
+    fn down() -> Switch {
+        Switch { down: AtomicBool::new(true) }
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_heals_is_retried_until_it_approves() {
+        tokio::time::pause();
+        let provider = counting(Simulator::new());
+
+        let outcome = provider.charge(&charge_with(cards::ERROR)).await.unwrap();
+
+        assert!(matches!(outcome, ChargeOutcome::Approved { .. }));
+        assert_eq!(calls(&provider), 3);
+        assert_eq!(provider.circuit(), CircuitState::Closed);
+    }
+
+    #[tokio::test]
+    async fn declines_and_refusals_are_answers_and_are_not_retried() {
+        tokio::time::pause();
+        let provider = counting(Simulator::new());
+
+        let outcome = provider.charge(&charge_with(cards::DECLINED)).await.unwrap();
+        assert_eq!(outcome, ChargeOutcome::Declined { reason: "card_declined".to_owned() });
+        assert_eq!(calls(&provider), 1);
+
+        let protocol = counting(Switch::default());
+        let refund = RefundRequest {
+            refund_id: stay_domain::RefundId::from_uuid(Uuid::new_v4()),
+            payment_id: PaymentId::from_uuid(Uuid::new_v4()),
+            reservation_id: ReservationId::from_uuid(Uuid::new_v4()),
+            amount: Money::new(1, Currency::USD).unwrap(),
+        };
+        assert!(matches!(protocol.refund(&refund).await, Err(ProviderError::Protocol(_))));
+        assert_eq!(calls(&protocol), 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_times_out_after_the_call_timeout_per_attempt() {
+        tokio::time::pause();
+        let provider = counting(Simulator::new());
+        let started = Instant::now();
+
+        let err = provider.charge(&charge_with(cards::TIMEOUT)).await.unwrap_err();
+
+        assert_eq!(err, ProviderError::Timeout);
+        assert_eq!(calls(&provider), 3);
+        let config = ResilienceConfig::default();
+        let least = config.call_timeout * 3;
+        assert!(started.elapsed() >= least && started.elapsed() <= least + config.backoff_max * 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_provider_is_waited_for_not_retried() {
+        tokio::time::pause();
+        let provider = counting(Simulator::new());
+
+        assert!(matches!(provider.charge(&charge_with(cards::SLOW)).await, Ok(ChargeOutcome::Approved { .. })));
+        assert_eq!(calls(&provider), 1);
+    }
+
+    #[tokio::test]
+    async fn the_circuit_opens_after_k_consecutive_failures_and_then_fails_fast() {
+        tokio::time::pause();
+        let provider = counting(down());
+
+        // 3 attempts, then 2 more: the fifth consecutive failure opens the circuit mid-call.
+        assert!(matches!(provider.charge(&charge_with(cards::VISA)).await, Err(ProviderError::Unavailable(_))));
+        assert_eq!(provider.circuit(), CircuitState::Closed);
+        assert!(matches!(provider.charge(&charge_with(cards::VISA)).await, Err(ProviderError::Unavailable(_))));
+        assert_eq!(calls(&provider), 5);
+        assert!(matches!(provider.circuit(), CircuitState::Open { retry_in } if retry_in == Duration::from_secs(5)));
+
+        let started = Instant::now();
+        let err = provider.charge(&charge_with(cards::VISA)).await.unwrap_err();
+
+        assert_eq!(err, ProviderError::CircuitOpen { retry_in_ms: 5_000 });
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(calls(&provider), 5, "no call reached the provider");
+        assert_eq!(provider.circuit_handle().state(), provider.circuit());
+    }
+
+    #[tokio::test]
+    async fn after_the_cool_down_one_trial_call_closes_the_circuit_when_it_succeeds() {
+        tokio::time::pause();
+        let provider = counting(down());
+        for _ in 0..2 {
+            let _ = provider.charge(&charge_with(cards::VISA)).await;
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(provider.circuit(), CircuitState::HalfOpen);
+        provider.inner().inner.down.store(false, Ordering::SeqCst);
+
+        assert!(provider.charge(&charge_with(cards::VISA)).await.is_ok());
+
+        assert_eq!(provider.circuit(), CircuitState::Closed);
+        assert_eq!(calls(&provider), 6);
+    }
+
+    #[tokio::test]
+    async fn a_failed_trial_call_opens_the_circuit_again_without_retrying() {
+        tokio::time::pause();
+        let provider = counting(down());
+        for _ in 0..2 {
+            let _ = provider.charge(&charge_with(cards::VISA)).await;
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+
+        let err = provider.charge(&charge_with(cards::VISA)).await.unwrap_err();
+
+        assert!(matches!(err, ProviderError::Unavailable(_)));
+        assert_eq!(calls(&provider), 6, "one trial, no retries into an open circuit");
+        assert!(matches!(provider.circuit(), CircuitState::Open { retry_in } if retry_in == Duration::from_secs(5)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_trial_call_frees_the_half_open_slot() {
+        tokio::time::pause();
+        let silent = Resilient::new(Simulator::new(), ResilienceConfig { failure_threshold: 1, ..Default::default() });
+        let _ = silent.charge(&charge_with(cards::TIMEOUT)).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(10), silent.charge(&charge_with(cards::TIMEOUT))).await;
+        assert!(abandoned.is_err());
+
+        assert_eq!(silent.circuit(), CircuitState::HalfOpen);
+        assert!(silent.charge(&charge_with(cards::VISA)).await.is_ok());
+        assert_eq!(silent.circuit(), CircuitState::Closed);
+    }
+
+    #[test]
+    fn backoff_is_jittered_below_an_exponential_cap() {
+        let config = ResilienceConfig::default();
+        for (attempt, cap) in [(1, 50), (2, 100), (3, 200), (5, 800), (6, 1_000), (40, 1_000)] {
+            for _ in 0..50 {
+                assert!(backoff(&config, attempt) <= Duration::from_millis(cap), "attempt {attempt}");
+            }
+        }
+    }
+
+    /// Records counter increments by key, for asserting on the metrics emitted.
+    #[derive(Debug, Default)]
+    struct Counters(Mutex<HashMap<String, Arc<AtomicU32>>>);
+
+    #[derive(Debug)]
+    struct Count(Arc<AtomicU32>);
+
+    impl metrics::CounterFn for Count {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(u32::try_from(value).unwrap(), Ordering::SeqCst);
+        }
+        fn absolute(&self, _: u64) {}
+    }
+
+    impl Recorder for Counters {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<_> = key.labels().map(|label| format!("{}={}", label.key(), label.value())).collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let count = self.0.lock().unwrap().entry(name).or_default().clone();
+            Counter::from_arc(Arc::new(Count(count)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_attempt_is_counted_by_operation_and_result() {
+        tokio::time::pause();
+        let recorder = Counters::default();
+        // The test runtime is single-threaded, so a thread-local recorder sees every call.
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let provider = counting(Simulator::new());
+
+        provider.charge(&charge_with(cards::ERROR)).await.unwrap();
+
+        let counts = recorder.0.lock().unwrap();
+        let count = |key: &str| counts.get(key).map_or(0, |count| count.load(Ordering::SeqCst));
+        assert_eq!(count("stay_provider_calls_total{op=charge,result=unavailable}"), 2);
+        assert_eq!(count("stay_provider_calls_total{op=charge,result=approved}"), 1);
+    }
+}

@@ -1,0 +1,220 @@
+//! The saga worker: a feed consumer that starts and wakes instances, and a loop that drives the
+//! instances that are due.
+//!
+//! Routing is explicit: `ReservationRequested` starts an instance (id = the reservation id);
+//! `CancellationRequested` wakes it. Both are recorded in the saga's table in the same transaction
+//! as the worker's checkpoint, so a redelivered event is harmless and none is lost. Everything
+//! else the saga learns from the aggregates and its own stream when it drives the instance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stay_domain::Clock;
+use stay_store::{EventStore, Position, SqlDatabase, StoreError};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::driver::{DriveError, Driver};
+use crate::schedule::{Claimed, Release, Schedule};
+
+/// The checkpoint name of the saga's feed consumer.
+pub const CHECKPOINT: &str = "saga";
+
+/// Runs the saga in this process.
+#[derive(Debug)]
+pub struct SagaWorker {
+    store: EventStore,
+    db: SqlDatabase,
+    schedule: Schedule,
+    driver: Arc<Driver>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    owner: String,
+    concurrency: usize,
+    lease: Duration,
+}
+
+impl SagaWorker {
+    /// A worker reading `store`'s feed and driving instances with `driver`.
+    pub fn new(
+        store: EventStore,
+        schedule: Schedule,
+        driver: Arc<Driver>,
+        clock: Arc<dyn Clock>,
+        concurrency: usize,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            store,
+            db: schedule.database().clone(),
+            schedule,
+            driver,
+            clock,
+            wake: Arc::new(Notify::new()),
+            owner: format!("saga-{}", Uuid::new_v4()),
+            concurrency: concurrency.max(1),
+            lease,
+        }
+    }
+
+    /// A handle that makes the driver look for due instances now (after an operator's resume).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Runs until `stop` turns true; then lets drives in progress finish.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let feed = tokio::spawn(self.clone().consume_feed(stop.clone()));
+        self.clone().drive_due(stop).await;
+        let _ = feed.await;
+    }
+
+    async fn consume_feed(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        while !*stop.borrow() {
+            match self.consume_batch().await {
+                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(false) => {
+                    let after = match self.db.checkpoint(CHECKPOINT).await {
+                        Ok(position) => position,
+                        Err(_) => Position::START,
+                    };
+                    tokio::select! {
+                        _ = self.store.wait_for_events(after, Duration::from_secs(1)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "saga feed consumer failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Reads one batch after the checkpoint and records its triggers; false when there was none.
+    async fn consume_batch(&self) -> Result<bool, StoreError> {
+        let after = self.db.checkpoint(CHECKPOINT).await?;
+        let batch = self.store.read_feed(after, 500).await?;
+        let Some(last) = batch.last().map(|e| e.position) else { return Ok(false) };
+        let now = self.clock.now().timestamp_millis();
+        let mut tx = self.db.begin().await?;
+        let mut triggered = false;
+        for event in batch.iter().filter(|e| e.aggregate_type == "Reservation") {
+            match event.event_type.as_str() {
+                "ReservationRequested" => {
+                    Schedule::start(&mut tx, &event.aggregate_id, now).await?;
+                    triggered = true;
+                }
+                "CancellationRequested" => {
+                    Schedule::wake_in(&mut tx, &event.aggregate_id, now).await?;
+                    triggered = true;
+                }
+                _ => {}
+            }
+        }
+        match tx.save_checkpoint(CHECKPOINT, after, last).await {
+            Ok(()) => tx.commit().await?,
+            // Another process recorded this batch first; read on from where it got to.
+            Err(StoreError::Conflict) => {
+                tx.rollback().await?;
+                return Ok(true);
+            }
+            Err(err) => return Err(err),
+        }
+        if triggered {
+            self.wake.notify_one();
+        }
+        Ok(true)
+    }
+
+    async fn drive_due(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut drives = JoinSet::new();
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(60_000);
+        while !*stop.borrow() {
+            while drives.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut claimed = Vec::new();
+            if free > 0 {
+                let now = self.clock.now().timestamp_millis();
+                let limit = i64::try_from(free).unwrap_or(1);
+                match self.schedule.claim_due(&self.owner, now, lease_ms, limit).await {
+                    Ok(rows) => claimed = rows,
+                    Err(err) => tracing::warn!(error = %err, "could not claim due sagas"),
+                }
+            }
+            let claimed_any = !claimed.is_empty();
+            for claim in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let worker = self.clone();
+                drives.spawn(async move {
+                    worker.drive_one(claim).await;
+                    drop(permit);
+                });
+            }
+            if claimed_any && slots.available_permits() > 0 {
+                continue;
+            }
+            let pause = self.pause_until_due().await;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+                Some(_) = drives.join_next(), if !drives.is_empty() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        // Stopping: finish the drives in progress (each ends at its next wait or step boundary).
+        while drives.join_next().await.is_some() {}
+    }
+
+    /// How long to sleep when nothing is due now: until the soonest due time, at most 250 ms.
+    async fn pause_until_due(&self) -> Duration {
+        const MAX_PAUSE: Duration = Duration::from_millis(250);
+        match self.schedule.next_due().await {
+            Ok(Some(due)) => {
+                let wait = due - self.clock.now().timestamp_millis();
+                Duration::from_millis(u64::try_from(wait.max(5)).unwrap_or(5)).min(MAX_PAUSE)
+            }
+            _ => MAX_PAUSE,
+        }
+    }
+
+    async fn drive_one(&self, claim: Claimed) {
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(60_000);
+        let renew = || async {
+            let until = self.clock.now().timestamp_millis() + lease_ms;
+            self.schedule.renew(&self.owner, &claim.saga_id, until).await
+        };
+        let now = || self.clock.now().timestamp_millis();
+        match self.driver.drive(&claim.saga_id, renew).await {
+            Ok(settled) => {
+                let (_, last_error) = settled.saga.last();
+                let release = Release {
+                    status: Some(settled.saga.status().as_str()),
+                    step: Some(settled.step.as_str()),
+                    due_at_ms: settled.due.map(|at| at.timestamp_millis()),
+                    last_error,
+                };
+                if let Err(err) = self.schedule.release(&self.owner, &claim, &release, now()).await {
+                    tracing::warn!(saga_id = %claim.saga_id, error = %err, "could not release a saga; its lease will expire");
+                }
+            }
+            Err(DriveError::LeaseLost) => {
+                tracing::warn!(saga_id = %claim.saga_id, "lost the lease on a saga; another driver has it");
+            }
+            Err(DriveError::Store(err)) => {
+                tracing::warn!(saga_id = %claim.saga_id, error = %err, "driving a saga failed; retrying soon");
+                let error = err.to_string();
+                let retry =
+                    Release { status: None, step: None, due_at_ms: Some(now() + 1_000), last_error: Some(&error) };
+                let _ = self.schedule.release(&self.owner, &claim, &retry, now()).await;
+            }
+        }
+    }
+}
