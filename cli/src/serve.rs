@@ -113,6 +113,14 @@ pub struct SagaArgs {
     /// Saga instances driven at once by this process.
     #[arg(long, env = "STAY_SAGA_CONCURRENCY", default_value_t = 64)]
     saga_concurrency: usize,
+
+    /// Failures in a row after which a saga step (other than the charge) is parked for an operator.
+    #[arg(long, env = "STAY_SAGA_MAX_STEP_FAILURES", default_value_t = 10)]
+    saga_max_step_failures: u32,
+
+    /// The first delay before a failed saga step is retried; it doubles per failure (with jitter), up to 30s.
+    #[arg(long, env = "STAY_SAGA_RETRY_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
+    saga_retry_base: Duration,
 }
 
 /// The saga's circuit breaker as the command side's gate for new reservations.
@@ -186,6 +194,8 @@ impl Application {
             let config = SagaConfig {
                 payment_deadline: args.saga.payment_deadline,
                 concurrency: args.saga.saga_concurrency,
+                max_step_failures: args.saga.saga_max_step_failures.max(1),
+                retry_base: args.saga.saga_retry_base,
                 ..SagaConfig::default()
             };
             let lease = config.lease;

@@ -66,8 +66,26 @@ impl SagaWorker {
     /// Runs until `stop` turns true; then lets drives in progress finish.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let feed = tokio::spawn(self.clone().consume_feed(stop.clone()));
+        let gauges = tokio::spawn(self.clone().count_sagas(stop.clone()));
         self.clone().drive_due(stop).await;
         let _ = feed.await;
+        let _ = gauges.await;
+    }
+
+    /// Keeps the `stay_sagas{status}` gauge current.
+    async fn count_sagas(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            if let Ok(counts) = self.schedule.counts().await {
+                for status in ["running", "completed", "compensated", "parked"] {
+                    let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                    metrics::gauge!("stay_sagas", "status" => status).set(count as f64);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.changed() => {}
+            }
+        }
     }
 
     async fn consume_feed(self: Arc<Self>, mut stop: watch::Receiver<bool>) {

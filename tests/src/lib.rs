@@ -6,9 +6,11 @@
 
 pub mod databases;
 pub mod feed;
+pub mod payment_sim;
 pub mod server;
 pub mod tally;
 
 pub use databases::{TestPostgres, TestSqlite};
 pub use feed::read_feed_until;
+pub use payment_sim::PaymentSim;
 pub use server::{Answer, Backend, StayServer};

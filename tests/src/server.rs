@@ -95,6 +95,7 @@ pub struct StayServer {
     postgres: Option<TestPostgres>,
     extra_args: Vec<String>,
     configured_secret: bool,
+    shared_store: Option<String>,
     client: reqwest::Client,
 }
 
@@ -127,10 +128,39 @@ impl StayServer {
             postgres,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             configured_secret,
+            shared_store: None,
             client,
         };
         server.spawn();
         server
+    }
+
+    /// Another `stay serve` process on this server's PostgreSQL database (with its own data
+    /// directory and port), as a second replica would run.
+    pub async fn join(&self, extra_args: &[&str]) -> Self {
+        let url = match self.store_url() {
+            StoreUrl::Postgres(url) => url,
+            other => panic!("only a PostgreSQL store can be shared between processes, not {other}"),
+        };
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client");
+        let mut server = Self {
+            child: None,
+            base: String::new(),
+            data: TestSqlite::create(),
+            postgres: None,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            configured_secret: true,
+            shared_store: Some(url),
+            client,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Kills the process (SIGKILL: no shutdown at all) and starts it again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     /// The base URL, such as `http://127.0.0.1:41234`.
@@ -145,9 +175,10 @@ impl StayServer {
 
     /// The event store URL the server uses.
     pub fn store_url(&self) -> StoreUrl {
-        match &self.postgres {
-            Some(db) => StoreUrl::Postgres(db.url().to_owned()),
-            None => StoreUrl::Sqlite(self.data.path()),
+        match (&self.postgres, &self.shared_store) {
+            (Some(db), _) => StoreUrl::Postgres(db.url().to_owned()),
+            (None, Some(url)) => StoreUrl::Postgres(url.clone()),
+            (None, None) => StoreUrl::Sqlite(self.data.path()),
         }
     }
 
@@ -282,8 +313,8 @@ impl StayServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        if let Some(db) = &self.postgres {
-            command.args(["--store", db.url()]);
+        if let StoreUrl::Postgres(url) = self.store_url() {
+            command.args(["--store", &url]);
         }
         if self.configured_secret {
             command.args(["--jwt-secret", TEST_SECRET]);
