@@ -15,6 +15,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use stay_command_api::service::{self, Readiness, ServiceConfig};
 use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, JwtKeys, PaymentsGate};
 use stay_domain::Clock;
+use stay_projections::runner::initialize;
+use stay_projections::{Projector, RunnerConfig};
+use stay_query_api::QueryState;
 use stay_saga::admin::AdminState;
 use stay_saga::driver::{Driver, SagaConfig};
 use stay_saga::instance::SagaInstance;
@@ -38,6 +41,10 @@ pub enum ServeRole {
     CommandApi,
     /// The reservation saga (and its admin routes) only.
     Saga,
+    /// The projection workers only (no HTTP routes but the service endpoints).
+    Projector,
+    /// The query routes only.
+    QueryApi,
 }
 
 impl ServeRole {
@@ -47,6 +54,14 @@ impl ServeRole {
 
     fn runs_saga(self) -> bool {
         matches!(self, ServeRole::All | ServeRole::Saga)
+    }
+
+    fn runs_projector(self) -> bool {
+        matches!(self, ServeRole::All | ServeRole::Projector)
+    }
+
+    fn runs_queries(self) -> bool {
+        matches!(self, ServeRole::All | ServeRole::QueryApi)
     }
 }
 
@@ -164,6 +179,7 @@ pub struct Application {
     router: axum::Router,
     grace: Duration,
     saga: Option<Arc<SagaWorker>>,
+    projector: Option<Arc<Projector>>,
 }
 
 impl Application {
@@ -214,6 +230,24 @@ impl Application {
             v1.push(stay_saga::admin::router(admin, keys.clone()));
             saga = Some(Arc::new(worker));
         }
+        let models = stay_projections::models::all();
+        // Without migrations there are no tables to set up; /readyz says so, and the projector
+        // sets them up once they exist.
+        if !args.no_migrate && (args.role.runs_projector() || args.role.runs_queries()) {
+            for model in &models {
+                initialize(&read_db, model.as_ref())
+                    .await
+                    .with_context(|| format!("setting up the {} read model", model.name()))?;
+            }
+        }
+        let projector = args
+            .role
+            .runs_projector()
+            .then(|| Arc::new(Projector::new(store.clone(), read_db.clone(), models.clone(), RunnerConfig::default())));
+        if args.role.runs_queries() {
+            let state = QueryState { store: store.clone(), db: read_db.clone(), models, keys: keys.clone() };
+            v1.push(stay_query_api::router(state));
+        }
         if args.role.runs_commands() {
             let config = CommandConfig {
                 keys,
@@ -235,7 +269,7 @@ impl Application {
         let (router, _openapi) = service::assemble(v1, service);
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        Ok(Self { listener, router, grace: args.shutdown_grace, saga })
+        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector })
     }
 
     /// The address it listens on.
@@ -247,6 +281,7 @@ impl Application {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
         let workers = self.saga.map(|saga| tokio::spawn(saga.run(stopping_rx.clone())));
+        let projector = self.projector.map(|projector| tokio::spawn(projector.run(stopping_rx.clone())));
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing requests in flight");
@@ -263,6 +298,10 @@ impl Application {
             // The saga finishes the steps it is in (each ends at a recorded boundary).
             if let Some(workers) = workers {
                 let _ = workers.await;
+            }
+            // Projection workers commit their current batch and checkpoint, then stop.
+            if let Some(projector) = projector {
+                let _ = projector.await;
             }
             anyhow::Ok(())
         };

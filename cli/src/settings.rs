@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use secrecy::SecretString;
 use stay_command_api::IDEMPOTENCY_MIGRATIONS;
+use stay_projections::PROJECTION_MIGRATIONS;
 use stay_saga::schedule::SAGA_MIGRATIONS;
 use stay_store::{EventStore, MigrationSet, SqlDatabase, StoreUrl};
 
@@ -50,7 +51,7 @@ impl StoreArgs {
 
 /// The schemas every component keeps in the SQL database beside the log.
 pub fn component_migrations() -> Vec<MigrationSet> {
-    vec![IDEMPOTENCY_MIGRATIONS, SAGA_MIGRATIONS]
+    vec![IDEMPOTENCY_MIGRATIONS, SAGA_MIGRATIONS, PROJECTION_MIGRATIONS]
 }
 
 /// The token secret, configured or kept in the data directory.

@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod position;
 pub mod postgres;
 mod signal;
+pub mod sql;
 pub mod sqlite;
 pub mod store;
 
@@ -33,4 +34,5 @@ pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorCo
 pub use executors::Executors;
 pub use migrate::{Migration, MigrationSet, STORE_MIGRATIONS};
 pub use position::Position;
+pub use sql::{Arg, Cell, Cells};
 pub use store::{Backend, EventStore, StoreOptions, StoreUrl};

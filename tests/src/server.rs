@@ -241,6 +241,27 @@ impl StayServer {
         Answer { status, headers, text, body }
     }
 
+    /// Opens a GET and answers its status and content type without reading the body (for
+    /// streams such as `/v1/live`, whose body never ends).
+    pub async fn open(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, reqwest::Response) {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}\n{}", self.logs()));
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (response.status().as_u16(), content_type, response)
+    }
+
     /// POST with a JSON body.
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Answer {
         self.send(Method::POST, path, Some(token), Some(body), &[]).await
