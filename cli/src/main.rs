@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod load;
 mod migrate;
 mod payment_sim;
+mod projections;
 mod serve;
 mod settings;
 mod token;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run Stay: the HTTP API on the SQLite store under --data-dir unless --store says otherwise.
     Serve(serve::ServeArgs),
+    /// Read-model lag and rebuilds (with a progress bar on a terminal).
+    Projections(projections::ProjectionsArgs),
     /// Print a bearer token signed with the secret `stay serve` uses.
     Token(token::TokenArgs),
     /// Create or upgrade the event store's schema, then exit (safe to run again).
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
+            Command::Projections(args) => projections::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::PaymentSim(args) => payment_sim::run(args).await,

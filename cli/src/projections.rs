@@ -1,0 +1,215 @@
+//! `stay projections status|rebuild NAME`: read-model lag and rebuilds without downtime.
+//!
+//! A rebuild builds the next version of the model beside the live one and switches when it has
+//! caught up. The projector of a running `stay serve` does the work when one holds the model's
+//! lease; otherwise this command runs the model's worker itself until the switch.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use stay_projections::runner::{checkpoint_name, request_rebuild, statuses, versions, ProjectionStatus};
+use stay_projections::{models, Projector, ReadModel, RunnerConfig};
+use stay_store::{EventStore, Position, SqlDatabase, StoreOptions};
+use tokio::sync::watch;
+
+use crate::settings::StoreArgs;
+
+/// Arguments of `stay projections`.
+#[derive(Debug, Args)]
+pub struct ProjectionsArgs {
+    #[command(subcommand)]
+    command: ProjectionsCommand,
+}
+
+/// What every `stay projections` command takes.
+#[derive(Debug, Args)]
+struct Common {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Each read model's version, position, lag, status and parked events.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rebuild a read model from the start of the feed beside the live one; switch when caught up.
+    Rebuild {
+        /// The read model: roomview, reservations, notifications, reviews or sagas.
+        name: String,
+        /// Start the rebuild and return at once (progress shows in `status`).
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Runs `stay projections`.
+pub async fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
+    let common = match &args.command {
+        ProjectionsCommand::Status { common } | ProjectionsCommand::Rebuild { common, .. } => common,
+    };
+    let url = common.store.store_url()?;
+    let store = EventStore::open(&url, StoreOptions::default())
+        .await
+        .with_context(|| format!("cannot open the store at {url}"))?;
+    let db = common.store.read_database(&store).await?;
+    let json = common.json;
+    let all = models::all();
+    match args.command {
+        ProjectionsCommand::Status { .. } => status(&store, &db, &all, json).await,
+        ProjectionsCommand::Rebuild { name, no_wait, .. } => {
+            let model = all
+                .iter()
+                .find(|m| m.name() == name)
+                .cloned()
+                .with_context(|| format!("no read model is called {name:?}; try stay projections status"))?;
+            rebuild(store, db, model, no_wait, json).await
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // the command's own output
+async fn status(store: &EventStore, db: &SqlDatabase, all: &[Arc<dyn ReadModel>], json: bool) -> anyhow::Result<()> {
+    let list: Vec<ProjectionStatus> = statuses(store, db, all).await?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:>7} {:>12} {:>10} {:>9}  {:<12} {:>7}  rebuild",
+        "name", "version", "position", "lag", "lag_ms", "status", "parked"
+    );
+    for p in list {
+        let rebuild = p
+            .rebuild
+            .map(|r| format!("v{} at {} ({} behind)", r.version, r.position, r.lag_events))
+            .unwrap_or_default();
+        println!(
+            "{:<14} {:>7} {:>12} {:>10} {:>9}  {:<12} {:>7}  {rebuild}",
+            p.name,
+            p.version,
+            p.position,
+            p.lag_events,
+            p.lag_ms,
+            p.status,
+            p.dead_letters.len()
+        );
+    }
+    Ok(())
+}
+
+/// Whether a projector in some process holds the model's lease now.
+async fn projector_running(db: &SqlDatabase, name: &str) -> anyhow::Result<bool> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let rows = db
+        .rows("SELECT owner FROM projection_leases WHERE name = $1 AND until_ms > $2", &[name.into(), now.into()])
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+#[allow(clippy::print_stdout)] // the command's own output
+async fn rebuild(
+    store: EventStore,
+    db: SqlDatabase,
+    model: Arc<dyn ReadModel>,
+    no_wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = model.name();
+    let started = Instant::now();
+    let target = request_rebuild(&db, model.as_ref()).await?;
+    if no_wait {
+        if json {
+            println!("{}", serde_json::json!({"name": name, "version": target, "status": "rebuilding"}));
+        } else {
+            println!("{name}: rebuilding as version {target}; see stay projections status");
+        }
+        return Ok(());
+    }
+    // With no projector running anywhere, build it here.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let local = if projector_running(&db, name).await? {
+        None
+    } else {
+        let projector =
+            Arc::new(Projector::new(store.clone(), db.clone(), vec![model.clone()], RunnerConfig::default()));
+        Some(tokio::spawn(projector.run(stop_rx)))
+    };
+    let head = store.head().await?;
+    let total = count_events(&store, head).await?;
+    let terminal = std::io::stdout().is_terminal() && !json;
+    let mut last_line = Instant::now();
+    loop {
+        let versions = versions(&db, name).await?;
+        let at = db.checkpoint(&checkpoint_name(name, target)).await?;
+        let done = versions.live == target;
+        // Counting costs reads; a --json run (used for benchmarks) only watches for the switch.
+        let applied =
+            if done || json { total } else { total.saturating_sub(count_events_until(&store, at, head).await?) };
+        if terminal {
+            let fraction = if total == 0 { 1.0 } else { applied as f64 / total as f64 };
+            let filled = (fraction * 30.0).round() as usize;
+            print!(
+                "\r{name} v{target} [{}{}] {:>3}% {applied}/{total} events",
+                "#".repeat(filled),
+                ".".repeat(30 - filled.min(30)),
+                (fraction * 100.0) as u32
+            );
+            let _ = std::io::stdout().flush();
+        } else if !json && (done || last_line.elapsed() >= Duration::from_secs(1)) {
+            last_line = Instant::now();
+            println!("{name} v{target}: {applied}/{total} events, at {at}");
+        }
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(if json { 50 } else { 500 })).await;
+    }
+    let _ = stop_tx.send(true);
+    if let Some(local) = local {
+        let _ = local.await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = if seconds > 0.0 { total as f64 / seconds } else { 0.0 };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"name": name, "version": target, "events": total, "seconds": seconds, "events_per_second": rate.round()})
+        );
+    } else {
+        if terminal {
+            println!();
+        }
+        println!("{name}: version {target} is live ({total} events in {seconds:.1} s, {rate:.0} events/s)");
+    }
+    Ok(())
+}
+
+/// Events in the feed up to `head`.
+async fn count_events(store: &EventStore, head: Position) -> anyhow::Result<u64> {
+    count_events_until(store, Position::START, head).await
+}
+
+/// Events after `from` up to `head`.
+async fn count_events_until(store: &EventStore, from: Position, head: Position) -> anyhow::Result<u64> {
+    let mut after = from;
+    let mut count = 0u64;
+    while after < head {
+        let batch = store.read_feed(after, 5_000).await?;
+        let Some(last) = batch.last() else { break };
+        count += batch.iter().filter(|e| e.position <= head).count() as u64;
+        after = last.position;
+    }
+    Ok(count)
+}
