@@ -362,15 +362,21 @@ impl Driver {
                 },
             ]
         };
-        match self.known_outcome(saga).await? {
-            Some(StepOutcome::ChargeDeclined { reason }) => return Ok(declined(reason)),
-            Some(outcome) => return Ok(vec![SagaEvent::StepSucceeded { step: Step::Charge, outcome, started_at }]),
-            None => {}
-        }
         let price = saga.price().ok_or("no price")?;
         let reservation_id = facts.reservation_id;
         let payment_id = PaymentId::for_reservation(reservation_id);
         let key = format!("charge:{payment_id}");
+        match self.known_outcome(saga).await? {
+            Some(StepOutcome::ChargeDeclined { reason }) => {
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await;
+                return Ok(declined(reason));
+            }
+            Some(outcome) => {
+                self.note_known_charge(saga, &outcome).await;
+                return Ok(vec![SagaEvent::StepSucceeded { step: Step::Charge, outcome, started_at }]);
+            }
+            None => {}
+        }
         self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Pending, None).await;
         let request = ChargeRequest {
             payment_id,
@@ -452,6 +458,7 @@ impl Driver {
         let facts = saga.facts().ok_or("not started")?;
         // An answer recorded on the payment but not in the saga settles what is to be undone.
         if let Some(outcome) = self.known_outcome(saga).await? {
+            self.note_known_charge(saga, &outcome).await;
             return Ok(vec![SagaEvent::StepSucceeded { step: Step::Charge, outcome, started_at }]);
         }
         let price = saga.price().ok_or("no price")?;
@@ -566,6 +573,23 @@ impl Driver {
             .map_err(|e| e.to_string())?;
         let outcome = StepOutcome::CancellationCompleted;
         Ok(vec![SagaEvent::StepSucceeded { step: Step::CompleteCancellation, outcome, started_at }])
+    }
+
+    /// Brings the ledger's charge row up to what the Payment recorded (a driver may have died
+    /// between recording the provider's answer on the Payment and in the ledger).
+    async fn note_known_charge(&self, saga: &SagaInstance, outcome: &StepOutcome) {
+        let (Some(facts), Some(price)) = (saga.facts(), saga.price()) else { return };
+        let key = format!("charge:{}", PaymentId::for_reservation(facts.reservation_id));
+        match outcome {
+            StepOutcome::ChargeApproved { provider_ref } => {
+                let provider_ref = Some(provider_ref.as_str()).filter(|r| !r.is_empty());
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, provider_ref).await;
+            }
+            StepOutcome::ChargeDeclined { .. } => {
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await;
+            }
+            _ => {}
+        }
     }
 
     /// Notes a provider call in the ledger; a failure to note is logged, never fatal (the event

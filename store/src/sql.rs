@@ -18,8 +18,10 @@ pub enum Arg {
     Text(String),
     /// An integer.
     Int(i64),
-    /// NULL.
+    /// NULL where text is expected.
     Null,
+    /// NULL where an integer is expected (PostgreSQL will not compare a text NULL with a number).
+    NullInt,
 }
 
 impl From<&str> for Arg {
@@ -40,9 +42,21 @@ impl From<i64> for Arg {
     }
 }
 
-impl<T: Into<Arg>> From<Option<T>> for Arg {
-    fn from(value: Option<T>) -> Self {
+impl From<Option<String>> for Arg {
+    fn from(value: Option<String>) -> Self {
+        value.map_or(Arg::Null, Arg::Text)
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(value: Option<&str>) -> Self {
         value.map_or(Arg::Null, Into::into)
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(value: Option<i64>) -> Self {
+        value.map_or(Arg::NullInt, Arg::Int)
     }
 }
 
@@ -108,6 +122,7 @@ macro_rules! bind_all {
                 Arg::Text(text) => query.bind(text.clone()),
                 Arg::Int(value) => query.bind(*value),
                 Arg::Null => query.bind(Option::<String>::None),
+                Arg::NullInt => query.bind(Option::<i64>::None),
             };
         }
         query

@@ -84,6 +84,26 @@ pub(crate) fn context(principal: &Principal, key: &CommandKey) -> CommandContext
     CommandContext::new(principal.user.as_str()).with_command_id(key.command_id.to_string())
 }
 
+/// For a recovering request: the position of the events an earlier attempt with the same key
+/// committed, if it did. Routes that check things before running their command ask this first,
+/// so a retry answers what its first attempt did even when the checks would now refuse it.
+pub(crate) async fn committed_earlier<A: Aggregate + 'static>(
+    executor: &Executor<A>,
+    aggregate_id: &str,
+    context: &CommandContext,
+    key: &CommandKey,
+) -> Result<Option<Position>, ApiError> {
+    if !key.recovering {
+        return Ok(None);
+    }
+    let stream = executor.store().read_stream(A::TYPE, aggregate_id).await?;
+    let earlier = stream.iter().rev().find(|e| e.metadata_field("command_id") == Some(&context.command_id));
+    if earlier.is_some() {
+        tracing::info!(aggregate = A::TYPE, aggregate_id, "a retried command had committed; answering from its events");
+    }
+    Ok(earlier.map(|e| e.position))
+}
+
 /// Runs a command and answers the position of its last event.
 ///
 /// A recovering request (an earlier attempt with the same key may have committed) first looks

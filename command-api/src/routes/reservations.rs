@@ -20,7 +20,7 @@ use stay_domain::{
 use utoipa::ToSchema;
 
 use super::reservation_view::{prefer_wait, wait_for, ReservationView};
-use super::{context, run, IdPath};
+use super::{committed_earlier, context, run, IdPath};
 use crate::auth::{Caller, Guests, GuestsOrAdmins, Role};
 use crate::body::{Check, JsonBody};
 use crate::idempotency::CommandKey;
@@ -85,15 +85,6 @@ pub async fn request_reservation(
     JsonBody(body): JsonBody<RequestReservationRequest>,
 ) -> Result<Response, ApiError> {
     let principal = caller.principal;
-    if let Some(retry_in) = api.payments_unavailable_for() {
-        let seconds = u32::try_from(retry_in.as_secs().max(1)).unwrap_or(u32::MAX);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "payments_unavailable",
-            "the payment provider is failing; new reservations are refused until it recovers",
-        )
-        .retry_after(seconds));
-    }
     let mut check = Check::default();
     let room_id = check.field("room_id", body.room_id.parse::<RoomId>());
     let check_in = check.field("check_in", date("check_in", &body.check_in));
@@ -109,13 +100,22 @@ pub async fn request_reservation(
     };
 
     let reservation_id = ReservationId::from(key.derive_id("reservation"));
-    let (mut room, _) = api.executors().rooms.load(&room_id.to_string()).await?;
-    if room.listing().is_none() {
-        return Err(RoomError::RoomNotFound.into());
+    let id = reservation_id.to_string();
+    let context = context(&principal, &key).correlated_to(id.clone());
+    let location = [(header::LOCATION, format!("/v1/reservations/{id}"))];
+    // A retry whose first attempt recorded the reservation answers with it, whatever the checks
+    // below would say now.
+    let recorded = committed_earlier(&api.executors().reservations, &id, &context, &key).await?;
+    if recorded.is_none() {
+        refuse_while_payments_fail(&api)?;
+        let (mut room, _) = api.executors().rooms.load(&room_id.to_string()).await?;
+        if room.listing().is_none() {
+            return Err(RoomError::RoomNotFound.into());
+        }
+        // A dry run of the hold the saga will ask for: nothing is recorded.
+        let hold = RoomCommand::HoldNights { reservation_id, guest_id: principal.user.clone(), stay, guests };
+        room.handle(hold, api.services(), &EventSink::default()).await?;
     }
-    // A dry run of the hold the saga will ask for: nothing is recorded.
-    let hold = RoomCommand::HoldNights { reservation_id, guest_id: principal.user.clone(), stay, guests };
-    room.handle(hold, api.services(), &EventSink::default()).await?;
 
     let command = ReservationCommand::RequestReservation {
         reservation_id,
@@ -125,10 +125,10 @@ pub async fn request_reservation(
         guests,
         card_token,
     };
-    let id = reservation_id.to_string();
-    let context = context(&principal, &key).correlated_to(id.clone());
-    let position = run(&api.executors().reservations, &id, command, &context, &key).await?;
-    let location = [(header::LOCATION, format!("/v1/reservations/{id}"))];
+    let position = match recorded {
+        Some(position) => position,
+        None => run(&api.executors().reservations, &id, command, &context, &key).await?,
+    };
     if let Some(wait) = prefer_wait(&headers) {
         let finals = [ReservationStatus::Confirmed, ReservationStatus::Rejected, ReservationStatus::Cancelled];
         if let Some(view) = wait_for(&api, reservation_id, &finals, wait).await? {
@@ -176,6 +176,18 @@ pub async fn cancel_reservation(
     }
     let answer = ReservationAnswer { reservation_id: id, status: "cancelling".into(), position: position.to_string() };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// 503 while the payment provider is failing: a new reservation could not be paid for now.
+fn refuse_while_payments_fail(api: &CommandApi) -> Result<(), ApiError> {
+    let Some(retry_in) = api.payments_unavailable_for() else { return Ok(()) };
+    let seconds = u32::try_from(retry_in.as_secs().max(1)).unwrap_or(u32::MAX);
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "payments_unavailable",
+        "the payment provider is failing; new reservations are refused until it recovers",
+    )
+    .retry_after(seconds))
 }
 
 fn date(field: &'static str, text: &str) -> Result<NaiveDate, ValidationError> {
