@@ -30,6 +30,8 @@ pub struct LoadArgs {
 enum Scenario {
     /// Command time on a Room with a long stream versus a fresh Room.
     StreamLength(StreamLengthArgs),
+    /// Query latency (GET /v1/rooms, GET /v1/rooms/{id}) under concurrent load on a running server.
+    Queries(crate::load_queries::QueriesArgs),
 }
 
 /// Arguments of `stay load stream-length`.
@@ -55,6 +57,7 @@ pub struct StreamLengthArgs {
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::StreamLength(args) => stream_length(args).await,
+        Scenario::Queries(args) => crate::load_queries::run(args).await,
     }
 }
 

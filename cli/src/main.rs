@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod load;
+mod load_queries;
 mod migrate;
 mod payment_sim;
 mod projections;
