@@ -27,8 +27,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let mut applied = store.migrate().await.with_context(|| format!("migrating {url}"))?;
     let read_db = args.store.read_database(&store).await?;
     for set in component_migrations() {
-        let names = read_db.migrate(&set).await.with_context(|| format!("migrating the {} tables", set.component))?;
-        applied.extend(names.into_iter().map(|name| format!("{}/{name}", set.component)));
+        applied.extend(read_db.migrate(&set).await.with_context(|| format!("migrating the {} tables", set.component))?);
     }
     if args.json {
         println!("{}", serde_json::json!({ "store": url.to_string(), "applied": applied }));

@@ -47,7 +47,14 @@ async fn migrate_creates_the_postgres_schema_idempotently() {
     .expect("join");
     assert!(first.status.success(), "stderr: {}", text(&first.stderr));
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json");
-    assert_eq!(report["applied"], serde_json::json!(["store/0001_event_log", "checkpoints/0001_checkpoints"]));
+    let every_component = [
+        "store/0001_event_log",
+        "checkpoints/0001_checkpoints",
+        "command-api/0001_idempotency_keys",
+        "saga/0001_saga_tables",
+        "projections/0001_projection_tables",
+    ];
+    assert_eq!(report["applied"], serde_json::json!(every_component));
 
     let again = tokio::task::spawn_blocking(move || stay(&["migrate", "--store", &url])).await.expect("join");
     assert!(again.status.success(), "stderr: {}", text(&again.stderr));

@@ -79,7 +79,9 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
         api = api.merge(routes);
         openapi.merge(doc);
     }
-    let api = api.route_layer(middleware::from_fn_with_state(permits, limit_in_flight));
+    // A process with no /v1 routes (the projector role) has nothing to bound.
+    let api =
+        if api.has_routes() { api.route_layer(middleware::from_fn_with_state(permits, limit_in_flight)) } else { api };
 
     let (ops, ops_doc) = OpenApiRouter::new()
         .routes(routes!(healthz))

@@ -320,12 +320,14 @@ async fn a_projector_killed_again_and_again_applies_every_event_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_standby_projector_takes_over_when_the_active_one_dies() {
     let mut first = StayServer::start(Backend::Postgres).await;
+    // The first process's projector takes every lease before the second one starts.
+    settle(&first).await;
     let second = first.join(&[]).await;
     let base = second.url().to_owned();
     mixed_load(Arc::new(move || base.clone()), second.token("host-1", "host"), guests(&second), 4, 40, 23).await;
     settle(&second).await;
 
-    // Kill whichever holds the leases; the survivor's projector must carry on within seconds.
+    // Kill the process holding the leases; the standby's projector must carry on within seconds.
     first.kill();
     let host = second.token("host-2", "host");
     let room = json!({"name": "After the crash", "address": "1 Failover Road",

@@ -1,0 +1,86 @@
+//! `stay serve --role …`: the roles as separate processes on one PostgreSQL database, and the
+//! `stay projections` command against a server's data.
+
+use std::process::Command;
+
+use chrono::{Days, Utc};
+use reqwest::Method;
+use serde_json::{json, Value};
+use stay_tests::server::stay_binary;
+use stay_tests::{Backend, StayServer};
+
+fn day(offset: u64) -> String {
+    Utc::now().date_naive().checked_add_days(Days::new(offset)).expect("date").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_runs_in_its_own_process_on_one_postgres_database() {
+    let commands = StayServer::start_with(Backend::Postgres, &["--role", "command-api"]).await;
+    let _saga = commands.join(&["--role", "saga"]).await;
+    let _projector = commands.join(&["--role", "projector"]).await;
+    let queries = commands.join(&["--role", "query-api"]).await;
+
+    // The command process has no query routes, and the query process no command routes.
+    assert_eq!(commands.get("/v1/rooms").await.status, 405);
+    let host = commands.token("host-1", "host");
+    let room = json!({"name": "Split", "address": "4 Process Road", "nightly_price": {"amount_minor": 8000, "currency": "EUR"}, "capacity": 2});
+    assert_eq!(queries.post("/v1/rooms", &host, &room).await.status, 405);
+
+    let registered = commands.post("/v1/rooms", &host, &room).await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    let room_id = registered.field("room_id").to_owned();
+    let guest = commands.token("guest-1", "guest");
+    let body = json!({"room_id": room_id, "check_in": day(9), "check_out": day(11), "guests": 2, "payment": {"card_token": "tok_visa"}});
+    // The saga runs in another process; the command process sees its outcome in the aggregates.
+    let reserved =
+        commands.send(Method::POST, "/v1/reservations", Some(&guest), Some(&body), &[("prefer", "wait=20")]).await;
+    assert_eq!((reserved.status, reserved.field("status")), (200, "confirmed"), "{}", reserved.text);
+
+    // The projector (a third process) builds roomview; the query process serves it.
+    let path = format!("/v1/rooms/{room_id}?min_position={}&wait_ms=15000", reserved.field("position"));
+    let view = queries.get(&path).await;
+    assert_eq!(view.status, 200, "{}", view.text);
+    assert_eq!(view.body["reservations"]["confirmed"], 1);
+    assert_eq!(view.body["payments"]["charged"]["amount_minor"], 16_000);
+}
+
+fn stay(args: &[&str]) -> (bool, String) {
+    let output = Command::new(stay_binary()).args(args).env_remove("STAY_STORE").output().expect("run stay");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stay_projections_shows_status_and_rebuilds_with_plain_progress_lines() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let host = server.token("host-1", "host");
+    for i in 0..5 {
+        let room = json!({"name": format!("Room {i}"), "address": "5 Cli Street", "nightly_price": {"amount_minor": 1000, "currency": "EUR"}, "capacity": 1});
+        assert_eq!(server.post("/v1/rooms", &host, &room).await.status, 201);
+    }
+    let dir = server.data_dir().to_str().expect("utf-8 path").to_owned();
+
+    let (ok, text) = stay(&["projections", "status", "--data-dir", &dir, "--json"]);
+    assert!(ok, "{text}");
+    let status: Value = serde_json::from_str(text.trim()).expect("JSON status");
+    let names: Vec<&str> = status.as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["roomview", "reservations", "notifications", "reviews", "sagas"]);
+
+    // Not a terminal: plain lines, ending with the switch.
+    let (ok, text) = stay(&["projections", "rebuild", "roomview", "--data-dir", &dir]);
+    assert!(ok, "{text}");
+    assert!(text.contains("roomview: version 2 is live"), "{text}");
+    assert!(!text.contains('\r'), "no progress bar when not on a terminal: {text:?}");
+
+    let (ok, text) = stay(&["projections", "rebuild", "reviews", "--data-dir", &dir, "--json"]);
+    assert!(ok, "{text}");
+    let done: Value = serde_json::from_str(text.trim()).expect("JSON rebuild");
+    assert_eq!((done["name"].as_str(), done["version"].as_i64()), (Some("reviews"), Some(2)));
+
+    let (ok, text) = stay(&["projections", "rebuild", "nonsense", "--data-dir", &dir]);
+    assert!(!ok && text.contains("no read model is called"), "{text}");
+
+    // The server went on answering from the rebuilt version.
+    let page = server.get("/v1/rooms").await;
+    assert_eq!(page.body["items"].as_array().map(Vec::len), Some(5), "{}", page.text);
+}
