@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use stay_store::migrate::Migration;
-use stay_store::{MigrationSet, SqlDatabase, StoreError};
+use stay_store::{Arg, MigrationSet, SqlDatabase, StoreError};
 use uuid::Uuid;
 
 use crate::auth::Principal;
@@ -129,30 +129,14 @@ impl IdempotencyStore {
     /// Claims `key` for `principal`'s request with `fingerprint`.
     pub async fn claim(&self, principal: &str, key: &str, fingerprint: &str) -> Result<Claim, StoreError> {
         let now = now_ms();
-        let inserted = match &self.db {
-            SqlDatabase::Sqlite(pool) => sqlx::query(
-                "INSERT INTO command_idempotency (principal, idem_key, fingerprint, state, claimed_at_ms, created_at_ms) \
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?4) ON CONFLICT DO NOTHING",
-            )
-            .bind(principal)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            SqlDatabase::Postgres(pool) => sqlx::query(
+        let inserted = self
+            .db
+            .run(
                 "INSERT INTO command_idempotency (principal, idem_key, fingerprint, state, claimed_at_ms, created_at_ms) \
                  VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT DO NOTHING",
+                &[principal.into(), key.into(), fingerprint.into(), now.into()],
             )
-            .bind(principal)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
+            .await?;
         if inserted == 1 {
             return Ok(Claim::Fresh);
         }
@@ -171,136 +155,68 @@ impl IdempotencyStore {
             return Ok(Claim::InProgress);
         }
         // Take over the dead claim, unless another retry just did.
-        let taken = self.move_claim(principal, key, row.claimed_at_ms, now).await?;
-        Ok(if taken { Claim::Recovering } else { Claim::InProgress })
+        let taken = self
+            .db
+            .run(
+                "UPDATE command_idempotency SET claimed_at_ms = $4 \
+                 WHERE principal = $1 AND idem_key = $2 AND state = 'pending' AND claimed_at_ms = $3",
+                &[principal.into(), key.into(), row.claimed_at_ms.into(), now.into()],
+            )
+            .await?;
+        Ok(if taken == 1 { Claim::Recovering } else { Claim::InProgress })
     }
 
     /// Stores the answer to a claimed key.
     pub async fn complete(&self, principal: &str, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
-        let status = i32::from(answer.status);
-        match &self.db {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE command_idempotency SET state = 'done', status = ?3, content_type = ?4, location = ?5, body = ?6 \
-                     WHERE principal = ?1 AND idem_key = ?2",
-                )
-                .bind(principal)
-                .bind(key)
-                .bind(status)
-                .bind(&answer.content_type)
-                .bind(&answer.location)
-                .bind(&answer.body)
-                .execute(pool)
-                .await?;
-            }
-            SqlDatabase::Postgres(pool) => {
-                sqlx::query(
-                    "UPDATE command_idempotency SET state = 'done', status = $3, content_type = $4, location = $5, body = $6 \
-                     WHERE principal = $1 AND idem_key = $2",
-                )
-                .bind(principal)
-                .bind(key)
-                .bind(status)
-                .bind(&answer.content_type)
-                .bind(&answer.location)
-                .bind(&answer.body)
-                .execute(pool)
-                .await?;
-            }
-        }
+        self.db
+            .run(
+                "UPDATE command_idempotency SET state = 'done', status = $3, content_type = $4, location = $5, body = $6 \
+                 WHERE principal = $1 AND idem_key = $2",
+                &[
+                    principal.into(),
+                    key.into(),
+                    i64::from(answer.status).into(),
+                    answer.content_type.clone().into(),
+                    answer.location.clone().into(),
+                    Arg::Bytes(answer.body.clone()),
+                ],
+            )
+            .await?;
         Ok(())
     }
 
     /// Gives up a claim whose request failed in a way a retry may fix; the next retry recovers it.
     pub async fn release(&self, principal: &str, key: &str) -> Result<(), StoreError> {
-        match &self.db {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE command_idempotency SET claimed_at_ms = 0 \
-                     WHERE principal = ?1 AND idem_key = ?2 AND state = 'pending'",
-                )
-                .bind(principal)
-                .bind(key)
-                .execute(pool)
-                .await?;
-            }
-            SqlDatabase::Postgres(pool) => {
-                sqlx::query(
-                    "UPDATE command_idempotency SET claimed_at_ms = 0 \
-                     WHERE principal = $1 AND idem_key = $2 AND state = 'pending'",
-                )
-                .bind(principal)
-                .bind(key)
-                .execute(pool)
-                .await?;
-            }
-        }
+        self.db
+            .run(
+                "UPDATE command_idempotency SET claimed_at_ms = 0 \
+                 WHERE principal = $1 AND idem_key = $2 AND state = 'pending'",
+                &[principal.into(), key.into()],
+            )
+            .await?;
         Ok(())
     }
 
-    async fn move_claim(&self, principal: &str, key: &str, from_ms: i64, to_ms: i64) -> Result<bool, StoreError> {
-        let moved = match &self.db {
-            SqlDatabase::Sqlite(pool) => sqlx::query(
-                "UPDATE command_idempotency SET claimed_at_ms = ?4 \
-                 WHERE principal = ?1 AND idem_key = ?2 AND state = 'pending' AND claimed_at_ms = ?3",
-            )
-            .bind(principal)
-            .bind(key)
-            .bind(from_ms)
-            .bind(to_ms)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            SqlDatabase::Postgres(pool) => sqlx::query(
-                "UPDATE command_idempotency SET claimed_at_ms = $4 \
-                 WHERE principal = $1 AND idem_key = $2 AND state = 'pending' AND claimed_at_ms = $3",
-            )
-            .bind(principal)
-            .bind(key)
-            .bind(from_ms)
-            .bind(to_ms)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
-        Ok(moved == 1)
-    }
-
     async fn read(&self, principal: &str, key: &str) -> Result<Option<KeyRow>, StoreError> {
-        type Row = (String, String, i64, Option<i32>, Option<String>, Option<String>, Option<Vec<u8>>);
-        let row: Option<Row> = match &self.db {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT fingerprint, state, claimed_at_ms, status, content_type, location, body \
-                     FROM command_idempotency WHERE principal = ?1 AND idem_key = ?2",
-                )
-                .bind(principal)
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
-            }
-            SqlDatabase::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT fingerprint, state, claimed_at_ms, status, content_type, location, body \
-                     FROM command_idempotency WHERE principal = $1 AND idem_key = $2",
-                )
-                .bind(principal)
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
-            }
-        };
-        Ok(row.map(|(fingerprint, state, claimed_at_ms, status, content_type, location, body)| {
-            let answer = match (state.as_str(), status) {
+        let rows = self
+            .db
+            .rows(
+                "SELECT fingerprint, state, claimed_at_ms, status, content_type, location, body \
+                 FROM command_idempotency WHERE principal = $1 AND idem_key = $2",
+                &[principal.into(), key.into()],
+            )
+            .await?;
+        Ok(rows.first().map(|row| {
+            let answer = match (row[1].text(), row[3].opt_int()) {
                 ("done", Some(status)) => Some(StoredAnswer {
                     status: u16::try_from(status).unwrap_or(500),
-                    content_type,
-                    location,
-                    body: body.unwrap_or_default(),
+                    content_type: row[4].opt_text().map(str::to_owned),
+                    location: row[5].opt_text().map(str::to_owned),
+                    body: row[6].opt_bytes().unwrap_or_default(),
                 }),
                 _ => None,
             };
-            KeyRow { fingerprint, claimed_at_ms, answer }
+            KeyRow { fingerprint: row[0].text().to_owned(), claimed_at_ms: row[2].int(), answer }
         }))
     }
 }

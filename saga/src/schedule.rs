@@ -8,6 +8,7 @@
 //! cancellation) bumps `wakes`, so the driver's "nothing to do" cannot overwrite it.
 
 use stay_store::migrate::Migration;
+use stay_store::sql::for_sqlite as sqlite;
 use stay_store::{MigrationSet, SqlDatabase, SqlTransaction, StoreError};
 
 use crate::provider::{LedgerKind, LedgerStatus};
@@ -22,11 +23,6 @@ pub const SAGA_MIGRATIONS: MigrationSet = MigrationSet {
         sql: include_str!("../migrations/postgres/0001_saga.sql"),
     }],
 };
-
-/// PostgreSQL placeholders (`$1`) as SQLite's numbered ones (`?1`).
-fn sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
 
 /// Runs one statement on either database; answers the rows it touched.
 macro_rules! execute {
@@ -149,15 +145,11 @@ impl Schedule {
 
     /// In the feed consumer's transaction (or alone): something happened to a saga — look at it now.
     pub async fn wake_in(tx: &mut SqlTransaction, saga_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        const SQL: &str = "UPDATE saga_instances SET due_at_ms = $2, wakes = wakes + 1 WHERE saga_id = $1";
-        match tx {
-            SqlTransaction::Sqlite(tx) => {
-                sqlx::query(&sqlite(SQL)).bind(saga_id).bind(now_ms).execute(&mut **tx).await?;
-            }
-            SqlTransaction::Postgres(tx) => {
-                sqlx::query(SQL).bind(saga_id).bind(now_ms).execute(&mut **tx).await?;
-            }
-        }
+        tx.run(
+            "UPDATE saga_instances SET due_at_ms = $2, wakes = wakes + 1 WHERE saga_id = $1",
+            &[saga_id.into(), now_ms.into()],
+        )
+        .await?;
         Ok(())
     }
 

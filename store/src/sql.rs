@@ -22,6 +22,8 @@ pub enum Arg {
     Null,
     /// NULL where an integer is expected (PostgreSQL will not compare a text NULL with a number).
     NullInt,
+    /// Bytes (BLOB on SQLite, BYTEA on PostgreSQL).
+    Bytes(Vec<u8>),
 }
 
 impl From<&str> for Arg {
@@ -67,6 +69,8 @@ pub enum Cell {
     Text(String),
     /// An integer.
     Int(i64),
+    /// Bytes.
+    Bytes(Vec<u8>),
     /// NULL.
     Null,
 }
@@ -93,7 +97,16 @@ impl Cell {
         match self {
             Cell::Int(value) => *value,
             Cell::Text(text) => text.parse().unwrap_or(0),
-            Cell::Null => 0,
+            Cell::Bytes(_) | Cell::Null => 0,
+        }
+    }
+
+    /// The bytes, if the cell holds bytes (or text, as its UTF-8).
+    pub fn opt_bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Cell::Bytes(bytes) => Some(bytes.clone()),
+            Cell::Text(text) => Some(text.as_bytes().to_vec()),
+            _ => None,
         }
     }
 
@@ -123,6 +136,7 @@ macro_rules! bind_all {
                 Arg::Int(value) => query.bind(*value),
                 Arg::Null => query.bind(Option::<String>::None),
                 Arg::NullInt => query.bind(Option::<i64>::None),
+                Arg::Bytes(bytes) => query.bind(bytes.clone()),
             };
         }
         query
@@ -137,7 +151,11 @@ fn sqlite_cells(row: &SqliteRow) -> Cells {
             }
             match row.try_get::<Option<String>, _>(i) {
                 Ok(Some(text)) => Cell::Text(text),
-                _ => Cell::Null,
+                Ok(None) => Cell::Null,
+                Err(_) => match row.try_get::<Option<Vec<u8>>, _>(i) {
+                    Ok(Some(bytes)) => Cell::Bytes(bytes),
+                    _ => Cell::Null,
+                },
             }
         })
         .collect()
@@ -155,7 +173,10 @@ fn postgres_cells(row: &PgRow) -> Cells {
             if let Ok(value) = row.try_get::<Option<i32>, _>(i) {
                 return value.map_or(Cell::Null, |v| Cell::Int(i64::from(v)));
             }
-            Cell::Null
+            match row.try_get::<Option<Vec<u8>>, _>(i) {
+                Ok(Some(bytes)) => Cell::Bytes(bytes),
+                _ => Cell::Null,
+            }
         })
         .collect()
 }
