@@ -245,7 +245,7 @@ impl Application {
             .runs_projector()
             .then(|| Arc::new(Projector::new(store.clone(), read_db.clone(), models.clone(), RunnerConfig::default())));
         if args.role.runs_queries() {
-            let state = QueryState { store: store.clone(), db: read_db.clone(), models, keys: keys.clone() };
+            let state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
             v1.push(stay_query_api::router(state));
         }
         if args.role.runs_commands() {

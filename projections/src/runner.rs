@@ -396,11 +396,40 @@ impl Projector {
     }
 
     /// Applies the next batch to version `v`; answers how many events it read and the checkpoint after.
+    ///
+    /// The batch is first applied straight through; only if an event turns out to be poison is the
+    /// transaction rolled back and the batch applied again event by event in savepoints, so that
+    /// one event can be parked without losing the others. Poison is rare; savepoints cost.
     pub async fn step(&self, model: &dyn ReadModel, v: i64) -> Result<Step, StoreError> {
         let checkpoint = checkpoint_name(model.name(), v);
         let after = self.db.checkpoint(&checkpoint).await?;
         let batch = self.store.read_feed(after, self.config.batch).await?;
         let Some(last) = batch.last().map(|e| e.position) else { return Ok(Step { read: 0, at: after }) };
+        let applied = match self.apply_batch(model, v, &batch, &checkpoint, after, last, false).await? {
+            Some(applied) => applied,
+            None => self.apply_batch(model, v, &batch, &checkpoint, after, last, true).await?.unwrap_or(false),
+        };
+        if !applied {
+            return Ok(Step { read: 0, at: after });
+        }
+        metrics::counter!("stay_projection_events_total", "projection" => model.name()).increment(batch.len() as u64);
+        Ok(Step { read: batch.len(), at: last })
+    }
+
+    /// Applies a batch and moves the checkpoint in one transaction. `Ok(None)`: straight through
+    /// (`careful` false) met a poison event and rolled back; `Ok(Some(false))`: another worker had
+    /// moved the checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_batch(
+        &self,
+        model: &dyn ReadModel,
+        v: i64,
+        batch: &[RecordedEvent],
+        checkpoint: &str,
+        after: Position,
+        last: Position,
+        careful: bool,
+    ) -> Result<Option<bool>, StoreError> {
         let mut tx = self.db.begin().await?;
         let mut blocked = blocked(&mut tx, model.name(), v).await?;
         for event in batch.iter().filter(|e| model.wants(e)) {
@@ -410,6 +439,16 @@ impl Projector {
                 park(&mut tx, model.name(), v, event, why).await?;
                 continue;
             }
+            if !careful {
+                match model.apply(&mut tx, v, event).await {
+                    Ok(()) => continue,
+                    Err(ApplyError::Poison(_)) => {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    Err(ApplyError::Store(err)) => return Err(err),
+                }
+            }
             if let Err(error) = self.apply(&mut tx, model, v, event).await? {
                 tracing::warn!(projection = model.name(), position = %event.position, %error, "event parked");
                 metrics::counter!("stay_projection_parked_total", "projection" => model.name()).increment(1);
@@ -417,17 +456,18 @@ impl Projector {
                 blocked.insert(key);
             }
         }
-        match tx.save_checkpoint(&checkpoint, after, last).await {
-            Ok(()) => tx.commit().await?,
+        match tx.save_checkpoint(checkpoint, after, last).await {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Some(true))
+            }
             // Another worker applied this batch (a lease changed hands); read on from its checkpoint.
             Err(StoreError::Conflict) => {
                 tx.rollback().await?;
-                return Ok(Step { read: 0, at: after });
+                Ok(Some(false))
             }
-            Err(err) => return Err(err),
+            Err(err) => Err(err),
         }
-        metrics::counter!("stay_projection_events_total", "projection" => model.name()).increment(batch.len() as u64);
-        Ok(Step { read: batch.len(), at: last })
     }
 
     /// Applies one event in a savepoint, retrying a refusal; `Ok(Err(why))` when it must be parked.

@@ -12,16 +12,24 @@ pub mod reservations;
 pub mod rooms;
 pub mod wait;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::middleware;
 use stay_command_api::auth::require_token;
 use stay_command_api::JwtKeys;
+use stay_projections::runner::versions;
 use stay_projections::ReadModel;
-use stay_store::{EventStore, SqlDatabase};
+use stay_store::{EventStore, SqlDatabase, StoreError};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+/// How long a model's live version number is reused before it is read again. A query without
+/// `min_position` may so read the previous version for this long after a rebuild switches (that
+/// version still exists; it has stopped moving); a query with `min_position` always reads it anew.
+const VERSION_TTL: Duration = Duration::from_millis(250);
 
 /// What the query routes share.
 #[derive(Clone, Debug)]
@@ -34,9 +42,32 @@ pub struct QueryState {
     pub models: Vec<Arc<dyn ReadModel>>,
     /// Checks tokens (for `/v1/live`, which browsers open without headers).
     pub keys: JwtKeys,
+    /// Live version numbers recently read, by model.
+    pub versions: Arc<Mutex<HashMap<&'static str, (i64, Instant)>>>,
 }
 
 impl QueryState {
+    /// The state for these stores, models and keys.
+    pub fn new(store: EventStore, db: SqlDatabase, models: Vec<Arc<dyn ReadModel>>, keys: JwtKeys) -> Self {
+        Self { store, db, models, keys, versions: Arc::default() }
+    }
+
+    /// The live version of `model`: the one `min_position` was checked against, or a recent reading.
+    pub async fn live_version(&self, model: &'static str, checked: Option<i64>) -> Result<i64, StoreError> {
+        if let Some(version) = checked {
+            return Ok(version);
+        }
+        let cached = self.versions.lock().ok().and_then(|cache| cache.get(model).copied());
+        if let Some((version, _)) = cached.filter(|(_, at)| at.elapsed() < VERSION_TTL) {
+            return Ok(version);
+        }
+        let version = versions(&self.db, model).await?.live;
+        if let Ok(mut cache) = self.versions.lock() {
+            cache.insert(model, (version, Instant::now()));
+        }
+        Ok(version)
+    }
+
     /// The read model called `name`.
     pub fn model(&self, name: &str) -> Option<&Arc<dyn ReadModel>> {
         self.models.iter().find(|m| m.name() == name)

@@ -12,7 +12,6 @@ use stay_command_api::routes::{IdPath, MoneyBody};
 use stay_command_api::{ApiError, Problem, Role};
 use stay_domain::ReservationId;
 use stay_projections::models::{notifications, reservations};
-use stay_projections::runner::versions;
 use stay_store::Cells;
 use utoipa::{IntoParams, ToSchema};
 
@@ -96,8 +95,8 @@ pub async fn get_reservation(
     IdPath(reservation_id): IdPath<ReservationId>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationView>, ApiError> {
-    until_fresh(&state.db, "reservations", &freshness).await?;
-    let table = reservations::table(versions(&state.db, "reservations").await?.live);
+    let checked = until_fresh(&state.db, "reservations", &freshness).await?;
+    let table = reservations::table(state.live_version("reservations", checked).await?);
     let rows = state
         .db
         .rows(&format!("SELECT {COLUMNS} FROM {table} WHERE reservation_id = $1"), &[reservation_id.to_string().into()])
@@ -151,8 +150,8 @@ pub async fn my_reservations(
     QueryParams(limit): QueryParams<Limit>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
-    until_fresh(&state.db, "reservations", &freshness).await?;
-    let table = reservations::table(versions(&state.db, "reservations").await?.live);
+    let checked = until_fresh(&state.db, "reservations", &freshness).await?;
+    let table = reservations::table(state.live_version("reservations", checked).await?);
     let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
     let rows = state
         .db
@@ -201,8 +200,8 @@ pub async fn my_notifications(
     QueryParams(limit): QueryParams<Limit>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<NotificationList>, ApiError> {
-    until_fresh(&state.db, "notifications", &freshness).await?;
-    let table = notifications::table(versions(&state.db, "notifications").await?.live);
+    let checked = until_fresh(&state.db, "notifications", &freshness).await?;
+    let table = notifications::table(state.live_version("notifications", checked).await?);
     let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
     let rows = state
         .db

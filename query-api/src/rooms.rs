@@ -11,7 +11,6 @@ use stay_command_api::{ApiError, Problem};
 use stay_domain::RoomId;
 use stay_projections::models::reviews;
 use stay_projections::models::roomview::{self, Booked};
-use stay_projections::runner::versions;
 use stay_store::{Arg, Cells};
 use utoipa::{IntoParams, ToSchema};
 
@@ -143,9 +142,9 @@ pub async fn list_rooms(
     QueryParams(filter): QueryParams<RoomFilter>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<RoomPage>, ApiError> {
-    until_fresh(&state.db, "roomview", &freshness).await?;
+    let checked = until_fresh(&state.db, "roomview", &freshness).await?;
     let limit = filter.limit.unwrap_or(50).clamp(1, 500);
-    let table = roomview::table(versions(&state.db, "roomview").await?.live);
+    let table = roomview::table(state.live_version("roomview", checked).await?);
     let cursor = filter.cursor.unwrap_or_default();
     let rows = match filter.host_id {
         Some(host) => {
@@ -176,8 +175,8 @@ pub async fn get_room(
     IdPath(room_id): IdPath<RoomId>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<RoomView>, ApiError> {
-    until_fresh(&state.db, "roomview", &freshness).await?;
-    let table = roomview::table(versions(&state.db, "roomview").await?.live);
+    let checked = until_fresh(&state.db, "roomview", &freshness).await?;
+    let table = roomview::table(state.live_version("roomview", checked).await?);
     let rows = state
         .db
         .rows(&format!("SELECT {COLUMNS} FROM {table} WHERE room_id = $1"), &[room_id.to_string().into()])
@@ -221,14 +220,14 @@ pub async fn room_reviews(
     IdPath(room_id): IdPath<RoomId>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReviewList>, ApiError> {
-    until_fresh(&state.db, "reviews", &freshness).await?;
-    let rooms = roomview::table(versions(&state.db, "roomview").await?.live);
+    let checked = until_fresh(&state.db, "reviews", &freshness).await?;
+    let rooms = roomview::table(state.live_version("roomview", None).await?);
     let id: Arg = room_id.to_string().into();
     if state.db.rows(&format!("SELECT 1 FROM {rooms} WHERE room_id = $1"), std::slice::from_ref(&id)).await?.is_empty()
     {
         return Err(ApiError::not_found("room_not_found", format!("no room has the id {room_id}")));
     }
-    let table = reviews::table(versions(&state.db, "reviews").await?.live);
+    let table = reviews::table(state.live_version("reviews", checked).await?);
     let rows = state
         .db
         .rows(

@@ -28,9 +28,10 @@ pub const DEFAULT_WAIT_MS: u64 = 5_000;
 /// The longest wait.
 pub const MAX_WAIT_MS: u64 = 30_000;
 
-/// Waits until `model`'s live version has reached the position asked for, if any.
-pub async fn until_fresh(db: &SqlDatabase, model: &str, freshness: &Freshness) -> Result<(), ApiError> {
-    let Some(text) = freshness.min_position.as_deref().filter(|t| !t.is_empty()) else { return Ok(()) };
+/// Waits until `model`'s live version has reached the position asked for, if any; answers the
+/// version that reached it, so the query reads that one.
+pub async fn until_fresh(db: &SqlDatabase, model: &str, freshness: &Freshness) -> Result<Option<i64>, ApiError> {
+    let Some(text) = freshness.min_position.as_deref().filter(|t| !t.is_empty()) else { return Ok(None) };
     let wanted: Position =
         text.parse().map_err(|_| ApiError::invalid_field("min_position", "not a position from a command's answer"))?;
     let wait = Duration::from_millis(freshness.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
@@ -40,7 +41,7 @@ pub async fn until_fresh(db: &SqlDatabase, model: &str, freshness: &Freshness) -
         let live = versions(db, model).await?.live;
         let reached = db.checkpoint(&checkpoint_name(model, live)).await?;
         if reached >= wanted {
-            return Ok(());
+            return Ok(Some(live));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::new(
