@@ -12,6 +12,7 @@ mod load_queries;
 mod migrate;
 mod payment_sim;
 mod projections;
+mod saga;
 mod serve;
 mod settings;
 mod token;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run Stay: the HTTP API on the SQLite store under --data-dir unless --store says otherwise.
     Serve(serve::ServeArgs),
+    /// Saga debugging through a running server: list, show a timeline, retry or skip a parked step.
+    Saga(saga::SagaArgs),
     /// Read-model lag and rebuilds (with a progress bar on a terminal).
     Projections(projections::ProjectionsArgs),
     /// Print a bearer token signed with the secret `stay serve` uses.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Projections(args) => projections::run(args).await,
+            Command::Saga(args) => saga::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::PaymentSim(args) => payment_sim::run(args).await,

@@ -84,3 +84,43 @@ async fn stay_projections_shows_status_and_rebuilds_with_plain_progress_lines() 
     let page = server.get("/v1/rooms").await;
     assert_eq!(page.body["items"].as_array().map(Vec::len), Some(5), "{}", page.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stay_saga_lists_shows_and_refuses_to_resume_a_finished_saga() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let host = server.token("host-1", "host");
+    let room = json!({"name": "Cli", "address": "6 Saga Street", "nightly_price": {"amount_minor": 1000, "currency": "EUR"}, "capacity": 2});
+    let room_id = server.post("/v1/rooms", &host, &room).await.field("room_id").to_owned();
+    let guest = server.token("guest-1", "guest");
+    let body = json!({"room_id": room_id, "check_in": day(4), "check_out": day(6), "guests": 1, "payment": {"card_token": "tok_declined"}});
+    let declined =
+        server.send(Method::POST, "/v1/reservations", Some(&guest), Some(&body), &[("prefer", "wait=20")]).await;
+    let id = declined.field("reservation_id").to_owned();
+    let (url, dir) = (server.url().to_owned(), server.data_dir().to_str().expect("utf-8").to_owned());
+    let secret = stay_tests::server::TEST_SECRET;
+    let with_server = |args: &[&str]| {
+        let mut all: Vec<&str> = vec!["saga"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &url, "--data-dir", &dir, "--jwt-secret", secret]);
+        stay(&all)
+    };
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ok, text) = with_server(&["ls", "--status", "compensated", "--json"]);
+        assert!(ok, "{text}");
+        if text.contains(&id) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the saga never showed as compensated: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, text) = with_server(&["show", &id]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("compensated") && text.contains("SagaCompleted") && text.contains("CompensationStarted"),
+        "{text}"
+    );
+    let (ok, text) = with_server(&["retry", &id]);
+    assert!(!ok && text.contains("saga_not_parked"), "{text}");
+}
