@@ -94,6 +94,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
 
+    /// How long an answered Idempotency-Key is remembered.
+    #[arg(long, env = "STAY_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    idempotency_retention: Duration,
+
     /// Do not apply migrations at start-up (run `stay migrate` first); /readyz reports any pending.
     #[arg(long, env = "STAY_NO_MIGRATE")]
     no_migrate: bool,
@@ -180,6 +184,8 @@ pub struct Application {
     grace: Duration,
     saga: Option<Arc<SagaWorker>>,
     projector: Option<Arc<Projector>>,
+    /// Answered idempotency keys to forget, and after how long.
+    purge: Option<(IdempotencyStore, Duration)>,
 }
 
 impl Application {
@@ -248,7 +254,9 @@ impl Application {
             let state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
             v1.push(stay_query_api::router(state));
         }
+        let mut purge = None;
         if args.role.runs_commands() {
+            purge = Some((IdempotencyStore::new(read_db.clone()), args.idempotency_retention));
             let config = CommandConfig {
                 keys,
                 idempotency: IdempotencyStore::new(read_db.clone()),
@@ -269,7 +277,7 @@ impl Application {
         let (router, _openapi) = service::assemble(v1, service);
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector })
+        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector, purge })
     }
 
     /// The address it listens on.
@@ -282,6 +290,21 @@ impl Application {
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
         let workers = self.saga.map(|saga| tokio::spawn(saga.run(stopping_rx.clone())));
         let projector = self.projector.map(|projector| tokio::spawn(projector.run(stopping_rx.clone())));
+        if let Some((keys, retention)) = self.purge {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(600));
+                loop {
+                    every.tick().await;
+                    match keys.purge(retention).await {
+                        Ok(0) => {}
+                        Ok(forgotten) => {
+                            tracing::info!(forgotten, "forgot answered idempotency keys past their retention")
+                        }
+                        Err(err) => tracing::warn!(error = %err, "could not forget old idempotency keys"),
+                    }
+                }
+            });
+        }
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing requests in flight");

@@ -197,6 +197,14 @@ impl IdempotencyStore {
         Ok(())
     }
 
+    /// Forgets answered keys first used more than `retention` ago; answers how many.
+    pub async fn purge(&self, retention: Duration) -> Result<u64, StoreError> {
+        let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        self.db
+            .run("DELETE FROM command_idempotency WHERE state = 'done' AND created_at_ms < $1", &[before.into()])
+            .await
+    }
+
     async fn read(&self, principal: &str, key: &str) -> Result<Option<KeyRow>, StoreError> {
         let rows = self
             .db
@@ -411,6 +419,23 @@ mod tests {
         assert_ne!(first.command_id, other.command_id);
         assert_ne!(first.derive_id("room"), first.derive_id("reservation"));
         assert_ne!(CommandKey::unkeyed().derive_id("room"), CommandKey::unkeyed().derive_id("room"));
+    }
+
+    #[tokio::test]
+    async fn answered_keys_are_forgotten_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = stay_store::StoreUrl::Sqlite(dir.path().join("keys.db"));
+        let db = SqlDatabase::open(&url).await.unwrap();
+        db.migrate(&IDEMPOTENCY_MIGRATIONS).await.unwrap();
+        let keys = IdempotencyStore::new(db);
+        assert_eq!(keys.claim("u", "k", "print").await.unwrap(), Claim::Fresh);
+        let answer = StoredAnswer { status: 201, content_type: None, location: None, body: b"{}".to_vec() };
+        keys.complete("u", "k", &answer).await.unwrap();
+        assert_eq!(keys.purge(Duration::from_secs(3600)).await.unwrap(), 0, "kept within the retention");
+        assert_eq!(keys.claim("u", "k", "print").await.unwrap(), Claim::Replay(answer));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(keys.purge(Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(keys.claim("u", "k", "other print").await.unwrap(), Claim::Fresh);
     }
 
     #[test]
