@@ -95,10 +95,12 @@ impl CommandKey {
         Self { command_id: Uuid::now_v7(), keyed: false, recovering: false }
     }
 
-    /// The key of a request with `Idempotency-Key: key` from `principal`.
-    pub fn keyed(principal: &str, key: &str, recovering: bool) -> Self {
+    /// The key of a request with `Idempotency-Key: key` from `principal`, whose fingerprint is
+    /// `fingerprint` (so a key reused for another request after its answer was forgotten gets
+    /// other ids, and cannot be answered from the first request's events).
+    pub fn keyed(principal: &str, key: &str, fingerprint: &str, recovering: bool) -> Self {
         // Length-prefixed, so no (caller, key) pair can spell another's.
-        let name = format!("{}:{principal}\n{key}", principal.len());
+        let name = format!("{}:{principal}\n{}:{key}\n{fingerprint}", principal.len(), key.len());
         Self { command_id: Uuid::new_v5(&COMMAND_NAMESPACE, name.as_bytes()), keyed: true, recovering }
     }
 
@@ -315,8 +317,12 @@ pub async fn idempotent(State(state): State<IdempotencyState>, request: Request,
         }
         Err(err) => return ApiError::from(err).into_response(),
     };
-    parts.extensions.insert(CommandKey::keyed(&principal, &key, recovering));
+    parts.extensions.insert(CommandKey::keyed(&principal, &key, &print, recovering));
+    // If this request is dropped before it answers (the client went away, shutdown), give the
+    // claim up so a retry recovers it at once instead of waiting for the claim to go stale.
+    let mut guard = ReleaseOnDrop { store: Some(state.store.clone()), principal: principal.clone(), key: key.clone() };
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    guard.store = None;
 
     if !is_final(&response) {
         if let Err(err) = state.store.release(&principal, &key).await {
@@ -342,6 +348,27 @@ pub async fn idempotent(State(state): State<IdempotencyState>, request: Request,
         tracing::warn!(error = %err, "could not store an idempotent answer");
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// Releases a claim if the request holding it is dropped unanswered.
+struct ReleaseOnDrop {
+    store: Option<IdempotencyStore>,
+    principal: String,
+    key: String,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else { return };
+        let (principal, key) = (std::mem::take(&mut self.principal), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = store.release(&principal, &key).await {
+                    tracing::warn!(error = %err, "could not release the claim of a dropped request");
+                }
+            });
+        }
+    }
 }
 
 /// Whether an answer is the final one for its key: retrying cannot change it.
@@ -411,9 +438,11 @@ mod tests {
 
     #[test]
     fn keyed_commands_derive_stable_ids_per_caller() {
-        let first = CommandKey::keyed("guest-1", "k", false);
-        let again = CommandKey::keyed("guest-1", "k", true);
-        let other = CommandKey::keyed("guest-2", "k", false);
+        let first = CommandKey::keyed("guest-1", "k", "print", false);
+        let again = CommandKey::keyed("guest-1", "k", "print", true);
+        let other = CommandKey::keyed("guest-2", "k", "print", false);
+        let reused = CommandKey::keyed("guest-1", "k", "another print", false);
+        assert_ne!(first.command_id, reused.command_id);
         assert_eq!(first.command_id, again.command_id);
         assert_eq!(first.derive_id("room"), again.derive_id("room"));
         assert_ne!(first.command_id, other.command_id);

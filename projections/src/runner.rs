@@ -479,10 +479,9 @@ impl Projector {
         event: &RecordedEvent,
     ) -> Result<Result<(), String>, StoreError> {
         let mut last = String::new();
-        for attempt in 0..self.config.attempts.max(1) {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
-            }
+        // No pause between attempts: the transaction holds the write lock (and, on PostgreSQL, the
+        // feed's fence) meanwhile.
+        for _ in 0..self.config.attempts.max(1) {
             tx.run("SAVEPOINT apply_event", &[]).await?;
             match model.apply(tx, v, event).await {
                 Ok(()) => {

@@ -228,8 +228,6 @@ async fn resume(
             }
             ExecuteError::Store(store) => store.into(),
         })?;
-    state.schedule.wake(&id, state.clock.now().timestamp_millis()).await?;
-    state.waker.notify_one();
     let position = committed.last_position().map(|p| p.to_string()).unwrap_or_default();
     let action = match action {
         ResumeAction::Retry => "retry",

@@ -368,16 +368,16 @@ impl Driver {
         let key = format!("charge:{payment_id}");
         match self.known_outcome(saga).await? {
             Some(StepOutcome::ChargeDeclined { reason }) => {
-                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await;
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await?;
                 return Ok(declined(reason));
             }
             Some(outcome) => {
-                self.note_known_charge(saga, &outcome).await;
+                self.note_known_charge(saga, &outcome).await?;
                 return Ok(vec![SagaEvent::StepSucceeded { step: Step::Charge, outcome, started_at }]);
             }
             None => {}
         }
-        self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Pending, None).await;
+        self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Pending, None).await?;
         let request = ChargeRequest {
             payment_id,
             reservation_id,
@@ -391,14 +391,15 @@ impl Driver {
             ChargeOutcome::Approved { provider_ref } => {
                 let command = PaymentCommand::RecordApproval { provider_ref: provider_ref.clone() };
                 self.executors.payments.execute(&payment, command, &context).await.map_err(|e| e.to_string())?;
-                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, Some(&provider_ref)).await;
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, Some(&provider_ref))
+                    .await?;
                 let outcome = StepOutcome::ChargeApproved { provider_ref };
                 Ok(vec![SagaEvent::StepSucceeded { step: Step::Charge, outcome, started_at }])
             }
             ChargeOutcome::Declined { reason } => {
                 let command = PaymentCommand::RecordDecline { reason: reason.clone() };
                 self.executors.payments.execute(&payment, command, &context).await.map_err(|e| e.to_string())?;
-                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await;
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await?;
                 Ok(declined(reason))
             }
         }
@@ -411,8 +412,8 @@ impl Driver {
             PaymentCommand::RecordFailure { reason: "no answer from the provider before the deadline".into() };
         let context = self.context(saga, &facts.reservation_id.to_string(), "record_failure");
         match self.executors.payments.execute(&payment_id, command, &context).await {
-            // The charge was answered after all (by an attempt that died before recording it):
-            // the next look at the saga finds that out through the charge step.
+            // The charge was answered after all (by an attempt that died before recording it): the
+            // compensation's void step learns of it from the Payment and refunds instead.
             Err(ExecuteError::Rejected(_)) | Ok(_) => {}
             Err(other) => return Err(StepError::Failed(other.to_string())),
         }
@@ -458,14 +459,14 @@ impl Driver {
         let facts = saga.facts().ok_or("not started")?;
         // An answer recorded on the payment but not in the saga settles what is to be undone.
         if let Some(outcome) = self.known_outcome(saga).await? {
-            self.note_known_charge(saga, &outcome).await;
+            self.note_known_charge(saga, &outcome).await?;
             return Ok(vec![SagaEvent::StepSucceeded { step: Step::Charge, outcome, started_at }]);
         }
         let price = saga.price().ok_or("no price")?;
         let reservation_id = facts.reservation_id;
         let payment_id = PaymentId::for_reservation(reservation_id);
         let key = format!("void:{payment_id}");
-        self.ledger(&key, saga, LedgerKind::Void, price, LedgerStatus::Pending, None).await;
+        self.ledger(&key, saga, LedgerKind::Void, price, LedgerStatus::Pending, None).await?;
         let outcome =
             self.provider.void(&VoidRequest { payment_id, reservation_id }).await.map_err(StepError::from_provider)?;
         let reason = "the charge's outcome was unknown when the reservation was undone".to_owned();
@@ -482,14 +483,14 @@ impl Driver {
         let charge_key = format!("charge:{payment_id}");
         let amount = match outcome {
             VoidOutcome::Voided { amount, provider_ref } => {
-                self.ledger(&charge_key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, None).await;
-                self.ledger(&key, saga, LedgerKind::Void, amount, LedgerStatus::Succeeded, Some(&provider_ref)).await;
+                self.ledger(&charge_key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, None).await?;
+                self.ledger(&key, saga, LedgerKind::Void, amount, LedgerStatus::Succeeded, Some(&provider_ref)).await?;
                 Some(amount)
             }
             VoidOutcome::NothingToVoid => {
-                self.ledger(&charge_key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await;
+                self.ledger(&charge_key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await?;
                 let zero = stay_domain::Money::zero(price.currency());
-                self.ledger(&key, saga, LedgerKind::Void, zero, LedgerStatus::Failed, None).await;
+                self.ledger(&key, saga, LedgerKind::Void, zero, LedgerStatus::Failed, None).await?;
                 None
             }
         };
@@ -503,7 +504,7 @@ impl Driver {
         let payment_id = PaymentId::for_reservation(reservation_id);
         let refund_id = RefundId::for_cancellation(reservation_id);
         let key = format!("refund:{refund_id}");
-        self.ledger(&key, saga, LedgerKind::Refund, price, LedgerStatus::Pending, None).await;
+        self.ledger(&key, saga, LedgerKind::Refund, price, LedgerStatus::Pending, None).await?;
         let request = RefundRequest { refund_id, payment_id, reservation_id, amount: price };
         match self.provider.refund(&request).await.map_err(StepError::from_provider)? {
             RefundOutcome::Refunded { provider_ref } => {
@@ -515,7 +516,8 @@ impl Driver {
                     .execute(&payment_id.to_string(), command, &context)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.ledger(&key, saga, LedgerKind::Refund, price, LedgerStatus::Succeeded, Some(&provider_ref)).await;
+                self.ledger(&key, saga, LedgerKind::Refund, price, LedgerStatus::Succeeded, Some(&provider_ref))
+                    .await?;
                 Ok(vec![SagaEvent::StepSucceeded {
                     step: Step::Refund,
                     outcome: StepOutcome::Refunded { amount: price },
@@ -523,7 +525,7 @@ impl Driver {
                 }])
             }
             RefundOutcome::Refused { reason } => {
-                self.ledger(&key, saga, LedgerKind::Refund, price, LedgerStatus::Failed, None).await;
+                self.ledger(&key, saga, LedgerKind::Refund, price, LedgerStatus::Failed, None).await?;
                 Err(StepError::Failed(format!("the provider refused the refund: {reason}")))
             }
         }
@@ -533,7 +535,11 @@ impl Driver {
         let facts = saga.facts().ok_or("not started")?;
         let command = RoomCommand::ReleaseNights { reservation_id: facts.reservation_id };
         let context = self.context(saga, &facts.reservation_id.to_string(), "release");
-        self.executors.rooms.execute(&facts.room_id.to_string(), command, &context).await.map_err(|e| e.to_string())?;
+        match self.executors.rooms.execute(&facts.room_id.to_string(), command, &context).await {
+            // A room that does not exist holds nothing.
+            Ok(_) | Err(ExecuteError::Rejected(RoomError::RoomNotFound)) => {}
+            Err(other) => return Err(StepError::Failed(other.to_string())),
+        }
         Ok(vec![SagaEvent::StepSucceeded { step: Step::Release, outcome: StepOutcome::Released, started_at }])
     }
 
@@ -577,23 +583,23 @@ impl Driver {
 
     /// Brings the ledger's charge row up to what the Payment recorded (a driver may have died
     /// between recording the provider's answer on the Payment and in the ledger).
-    async fn note_known_charge(&self, saga: &SagaInstance, outcome: &StepOutcome) {
-        let (Some(facts), Some(price)) = (saga.facts(), saga.price()) else { return };
+    async fn note_known_charge(&self, saga: &SagaInstance, outcome: &StepOutcome) -> Result<(), StepError> {
+        let (Some(facts), Some(price)) = (saga.facts(), saga.price()) else { return Ok(()) };
         let key = format!("charge:{}", PaymentId::for_reservation(facts.reservation_id));
         match outcome {
             StepOutcome::ChargeApproved { provider_ref } => {
                 let provider_ref = Some(provider_ref.as_str()).filter(|r| !r.is_empty());
-                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, provider_ref).await;
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Succeeded, provider_ref).await
             }
             StepOutcome::ChargeDeclined { .. } => {
-                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await;
+                self.ledger(&key, saga, LedgerKind::Charge, price, LedgerStatus::Failed, None).await
             }
-            _ => {}
+            _ => Ok(()),
         }
     }
 
-    /// Notes a provider call in the ledger; a failure to note is logged, never fatal (the event
-    /// log stays the truth, and the next attempt writes the row again).
+    /// Notes a provider call in the ledger. A failure fails the step, whose retry (every step is
+    /// idempotent) writes the row again, so the ledger never stays behind the Payment.
     async fn ledger(
         &self,
         key: &str,
@@ -602,8 +608,8 @@ impl Driver {
         amount: stay_domain::Money,
         status: LedgerStatus,
         provider_ref: Option<&str>,
-    ) {
-        let Some(facts) = saga.facts() else { return };
+    ) -> Result<(), StepError> {
+        let Some(facts) = saga.facts() else { return Ok(()) };
         let payment_id = PaymentId::for_reservation(facts.reservation_id).to_string();
         let now = self.clock.now().timestamp_millis();
         let noted = self
@@ -620,9 +626,7 @@ impl Driver {
                 now,
             )
             .await;
-        if let Err(err) = noted {
-            tracing::warn!(error = %err, key, "could not note a provider call in the ledger");
-        }
+        noted.map_err(|err| StepError::Failed(format!("could not note a provider call in the ledger: {err}")))
     }
 }
 

@@ -246,9 +246,16 @@ impl Schedule {
         Ok(())
     }
 
-    /// The soonest time an instance is due, if any.
-    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let rows = fetch_all!(&self.db, (Option<i64>,), "SELECT MIN(due_at_ms) FROM saga_instances");
+    /// The soonest time an instance can be claimed, if any: its due time, or for one being driven,
+    /// when its lease ends.
+    pub async fn next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        let rows = fetch_all!(
+            &self.db,
+            (Option<i64>,),
+            "SELECT MIN(CASE WHEN lease_until_ms < $1 THEN due_at_ms ELSE lease_until_ms END) \
+             FROM saga_instances WHERE due_at_ms IS NOT NULL",
+            now_ms
+        );
         Ok(rows.first().and_then(|row| row.0))
     }
 

@@ -159,10 +159,13 @@ impl SagaWorker {
             while drives.try_join_next().is_some() {}
             let free = slots.available_permits();
             let mut claimed = Vec::new();
+            // A token per claim, not per process: if a drive outlives its lease and this process
+            // claims the saga again, the first drive's renewals fail and it stops.
+            let token = format!("{}:{}", self.owner, Uuid::new_v4());
             if free > 0 {
                 let now = self.clock.now().timestamp_millis();
                 let limit = i64::try_from(free).unwrap_or(1);
-                match self.schedule.claim_due(&self.owner, now, lease_ms, limit).await {
+                match self.schedule.claim_due(&token, now, lease_ms, limit).await {
                     Ok(rows) => claimed = rows,
                     Err(err) => tracing::warn!(error = %err, "could not claim due sagas"),
                 }
@@ -170,9 +173,9 @@ impl SagaWorker {
             let claimed_any = !claimed.is_empty();
             for claim in claimed {
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let worker = self.clone();
+                let (worker, token) = (self.clone(), token.clone());
                 drives.spawn(async move {
-                    worker.drive_one(claim).await;
+                    worker.drive_one(claim, &token).await;
                     drop(permit);
                 });
             }
@@ -194,7 +197,7 @@ impl SagaWorker {
     /// How long to sleep when nothing is due now: until the soonest due time, at most 250 ms.
     async fn pause_until_due(&self) -> Duration {
         const MAX_PAUSE: Duration = Duration::from_millis(250);
-        match self.schedule.next_due().await {
+        match self.schedule.next_due(self.clock.now().timestamp_millis()).await {
             Ok(Some(due)) => {
                 let wait = due - self.clock.now().timestamp_millis();
                 Duration::from_millis(u64::try_from(wait.max(5)).unwrap_or(5)).min(MAX_PAUSE)
@@ -203,11 +206,11 @@ impl SagaWorker {
         }
     }
 
-    async fn drive_one(&self, claim: Claimed) {
+    async fn drive_one(&self, claim: Claimed, token: &str) {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(60_000);
         let renew = || async {
             let until = self.clock.now().timestamp_millis() + lease_ms;
-            self.schedule.renew(&self.owner, &claim.saga_id, until).await
+            self.schedule.renew(token, &claim.saga_id, until).await
         };
         let now = || self.clock.now().timestamp_millis();
         match self.driver.drive(&claim.saga_id, renew).await {
@@ -219,7 +222,7 @@ impl SagaWorker {
                     due_at_ms: settled.due.map(|at| at.timestamp_millis()),
                     last_error,
                 };
-                if let Err(err) = self.schedule.release(&self.owner, &claim, &release, now()).await {
+                if let Err(err) = self.schedule.release(token, &claim, &release, now()).await {
                     tracing::warn!(saga_id = %claim.saga_id, error = %err, "could not release a saga; its lease will expire");
                 }
             }
@@ -231,7 +234,7 @@ impl SagaWorker {
                 let error = err.to_string();
                 let retry =
                     Release { status: None, step: None, due_at_ms: Some(now() + 1_000), last_error: Some(&error) };
-                let _ = self.schedule.release(&self.owner, &claim, &retry, now()).await;
+                let _ = self.schedule.release(token, &claim, &retry, now()).await;
             }
         }
     }

@@ -86,7 +86,8 @@ async fn idempotent_retries_replay_the_first_answer(backend: Backend) {
     assert_eq!((asked.status, retried.status, &asked.text), (202, 202, &retried.text));
     let events =
         server.open_store().await.read_stream("Reservation", asked.field("reservation_id")).await.expect("stream");
-    assert_eq!(events.len(), 1);
+    // The saga may have moved the reservation on since; what matters is one request, not two.
+    assert_eq!(events.iter().filter(|e| e.event_type == "ReservationRequested").count(), 1);
 }
 
 /// A request whose first attempt committed its events but died before storing its answer (a
@@ -102,7 +103,7 @@ async fn a_retry_after_a_crash_mid_request_is_not_applied_twice(backend: Backend
     let print = fingerprint(&Method::POST, "/v1/rooms", &serde_json::to_vec(&body).expect("json"));
     keys.claim("host-1", "k-crash", &print).await.expect("claim");
     keys.release("host-1", "k-crash").await.expect("the claim goes stale");
-    let command_key = CommandKey::keyed("host-1", "k-crash", false);
+    let command_key = CommandKey::keyed("host-1", "k-crash", &print, false);
     let room_id = RoomId::from(command_key.derive_id("room"));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let executors = Executors::new(&store, clock, ExecutorConfig::default());

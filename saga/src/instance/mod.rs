@@ -173,7 +173,9 @@ pub struct SagaInstance {
     version: u64,
     facts: Option<Facts>,
     price: Option<Money>,
-    held: bool,
+    /// Whether the room is known to hold no nights for this reservation (a hold may have committed
+    /// even if the saga did not record it, so only a recorded release or refusal sets it).
+    released: bool,
     charge: ChargeState,
     charge_attempts: u32,
     payment_deadline: Option<DateTime<Utc>>,
@@ -335,7 +337,9 @@ impl SagaInstance {
         if self.charge == ChargeState::Requested {
             return Action::Void;
         }
-        if self.held {
+        // Release once unless the room is known to hold nothing: a hold may have committed
+        // before a crash kept the saga from recording it, and releasing an unknown hold is a no-op.
+        if !self.released {
             return Action::Release;
         }
         match reason {
@@ -348,17 +352,15 @@ impl SagaInstance {
 
     fn succeeded(&mut self, step: Step, outcome: &StepOutcome) {
         match outcome {
-            StepOutcome::Started | StepOutcome::HoldRefused { .. } | StepOutcome::CancelledBeforeConfirm => {}
-            StepOutcome::Held { price } => {
-                self.price = Some(*price);
-                self.held = true;
-            }
+            StepOutcome::Started | StepOutcome::CancelledBeforeConfirm => {}
+            StepOutcome::HoldRefused { .. } => self.released = true,
+            StepOutcome::Held { price } => self.price = Some(*price),
             StepOutcome::ChargeApproved { .. } => self.charge = ChargeState::Approved,
             StepOutcome::ChargeDeclined { .. } => self.charge = ChargeState::Declined,
             StepOutcome::Confirmed => self.confirmed = true,
             StepOutcome::Voided { .. } => self.charge = ChargeState::Voided,
             StepOutcome::Refunded { .. } => self.refunded = true,
-            StepOutcome::Released => self.held = false,
+            StepOutcome::Released => self.released = true,
             StepOutcome::Rejected => self.rejected = true,
             StepOutcome::CancellationCompleted => self.cancellation_completed = true,
             StepOutcome::Skipped { .. } => self.skip(step),
@@ -376,7 +378,7 @@ impl SagaInstance {
         match step {
             Step::Void => self.charge = ChargeState::Voided,
             Step::Refund => self.refunded = true,
-            Step::Release => self.held = false,
+            Step::Release => self.released = true,
             Step::Reject => self.rejected = true,
             Step::CompleteCancellation => self.cancellation_completed = true,
             Step::Start | Step::Hold | Step::Charge | Step::Confirm => {

@@ -147,6 +147,15 @@ fn cancelling_a_confirmed_reservation_refunds_releases_and_completes_the_cancell
 }
 
 #[test]
+fn a_cancellation_before_any_recorded_hold_still_releases_once() {
+    // The hold may have committed before a crash kept the saga from recording it.
+    let mut events = vec![started(), SagaEvent::CompensationStarted { reason: CompensationReason::Cancelled }];
+    assert_eq!(given(events.clone()).next_action(now(), true), Action::Release);
+    events.push(ok(Step::Release, StepOutcome::Released));
+    assert_eq!(given(events).next_action(now(), true), Action::CompleteCancellation);
+}
+
+#[test]
 fn cancelling_while_the_charge_is_unanswered_voids_it() {
     let mut events = charging();
     assert_eq!(given(events.clone()).next_action(now(), true), Action::Compensate(CompensationReason::Cancelled));
