@@ -219,15 +219,21 @@ async fn resume(
     let id = saga_id(id)?;
     let by = caller.principal.user.as_str().to_owned();
     let context = CommandContext::new(by.clone()).correlated_to(id.clone());
-    let committed =
-        state.sagas.execute(&id, SagaCommand::Resume { action, by }, &context).await.map_err(|err| match err {
-            ExecuteError::Rejected(SagaError::NotFound) => ApiError::not_found("saga_not_found", "no such saga"),
-            ExecuteError::Rejected(refusal) => ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string()),
-            ExecuteError::Conflict { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "concurrent_modification", "the saga moved; retry").retry_after(1)
-            }
-            ExecuteError::Store(store) => store.into(),
-        })?;
+    let resumed = state.sagas.execute(&id, SagaCommand::Resume { action, by }, &context).await;
+    // Wake the saga even when the resume is refused: an earlier resume may have been recorded
+    // while its wake-up failed, and waking is harmless.
+    if !matches!(resumed, Err(ExecuteError::Rejected(SagaError::NotFound))) {
+        state.schedule.wake(&id, state.clock.now().timestamp_millis()).await?;
+        state.waker.notify_one();
+    }
+    let committed = resumed.map_err(|err| match err {
+        ExecuteError::Rejected(SagaError::NotFound) => ApiError::not_found("saga_not_found", "no such saga"),
+        ExecuteError::Rejected(refusal) => ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string()),
+        ExecuteError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "concurrent_modification", "the saga moved; retry").retry_after(1)
+        }
+        ExecuteError::Store(store) => store.into(),
+    })?;
     let position = committed.last_position().map(|p| p.to_string()).unwrap_or_default();
     let action = match action {
         ResumeAction::Retry => "retry",
