@@ -8,8 +8,7 @@
 //! cancellation) bumps `wakes`, so the driver's "nothing to do" cannot overwrite it.
 
 use stay_store::migrate::Migration;
-use stay_store::sql::for_sqlite as sqlite;
-use stay_store::{MigrationSet, SqlDatabase, SqlTransaction, StoreError};
+use stay_store::{Arg, Cells, MigrationSet, SqlDatabase, SqlTransaction, StoreError};
 
 use crate::provider::{LedgerKind, LedgerStatus};
 
@@ -24,28 +23,33 @@ pub const SAGA_MIGRATIONS: MigrationSet = MigrationSet {
     }],
 };
 
-/// Runs one statement on either database; answers the rows it touched.
-macro_rules! execute {
-    ($db:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $db {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query(&sqlite($sql))$(.bind($bind))*.execute(pool).await?.rows_affected()
-            }
-            SqlDatabase::Postgres(pool) => sqlx::query($sql)$(.bind($bind))*.execute(pool).await?.rows_affected(),
-        }
-    };
+const SAGA_COLUMNS: &str = "saga_id, status, step, updated_at_ms, last_error, due_at_ms";
+const LEDGER_COLUMNS: &str =
+    "entry_id, entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref";
+
+fn saga_row(row: &Cells) -> SagaRow {
+    SagaRow {
+        saga_id: row[0].text().to_owned(),
+        status: row[1].text().to_owned(),
+        step: row[2].text().to_owned(),
+        updated_at_ms: row[3].int(),
+        last_error: row[4].opt_text().map(str::to_owned),
+        due_at_ms: row[5].opt_int(),
+    }
 }
 
-/// Fetches rows of type `$row` on either database.
-macro_rules! fetch_all {
-    ($db:expr, $row:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
-        match $db {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query_as::<_, $row>(&sqlite($sql))$(.bind($bind))*.fetch_all(pool).await?
-            }
-            SqlDatabase::Postgres(pool) => sqlx::query_as::<_, $row>($sql)$(.bind($bind))*.fetch_all(pool).await?,
-        }
-    };
+fn ledger_row(row: &Cells) -> LedgerRow {
+    LedgerRow {
+        entry_id: row[0].int(),
+        entry_key: row[1].text().to_owned(),
+        payment_id: row[2].text().to_owned(),
+        reservation_id: row[3].text().to_owned(),
+        kind: row[4].text().to_owned(),
+        amount_minor: row[5].int(),
+        currency: row[6].text().to_owned(),
+        status: row[7].text().to_owned(),
+        provider_ref: row[8].opt_text().map(str::to_owned),
+    }
 }
 
 /// An instance claimed for driving.
@@ -71,7 +75,7 @@ pub struct Release<'a> {
 }
 
 /// A row of the admin list.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SagaRow {
     /// The saga (and reservation) id.
     pub saga_id: String,
@@ -88,7 +92,7 @@ pub struct SagaRow {
 }
 
 /// One provider call as Stay knows it.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerRow {
     /// Cursor order.
     pub entry_id: i64,
@@ -129,21 +133,16 @@ impl Schedule {
 
     /// In the feed consumer's transaction: a reservation was requested — a new instance, due now.
     pub async fn start(tx: &mut SqlTransaction, saga_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        const SQL: &str =
+        tx.run(
             "INSERT INTO saga_instances (saga_id, status, step, due_at_ms, created_at_ms, updated_at_ms) \
-                           VALUES ($1, 'running', 'start', $2, $2, $2) ON CONFLICT (saga_id) DO NOTHING";
-        match tx {
-            SqlTransaction::Sqlite(tx) => {
-                sqlx::query(&sqlite(SQL)).bind(saga_id).bind(now_ms).execute(&mut **tx).await?;
-            }
-            SqlTransaction::Postgres(tx) => {
-                sqlx::query(SQL).bind(saga_id).bind(now_ms).execute(&mut **tx).await?;
-            }
-        }
+             VALUES ($1, 'running', 'start', $2, $2, $2) ON CONFLICT (saga_id) DO NOTHING",
+            &[saga_id.into(), now_ms.into()],
+        )
+        .await?;
         Ok(())
     }
 
-    /// In the feed consumer's transaction (or alone): something happened to a saga — look at it now.
+    /// In the feed consumer's transaction: something happened to a saga — look at it now.
     pub async fn wake_in(tx: &mut SqlTransaction, saga_id: &str, now_ms: i64) -> Result<(), StoreError> {
         tx.run(
             "UPDATE saga_instances SET due_at_ms = $2, wakes = wakes + 1 WHERE saga_id = $1",
@@ -155,12 +154,13 @@ impl Schedule {
 
     /// Look at a saga now (after an operator resumed it); false if there is no such saga.
     pub async fn wake(&self, saga_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let touched = execute!(
-            &self.db,
-            "UPDATE saga_instances SET due_at_ms = $2, wakes = wakes + 1 WHERE saga_id = $1",
-            saga_id,
-            now_ms
-        );
+        let touched = self
+            .db
+            .run(
+                "UPDATE saga_instances SET due_at_ms = $2, wakes = wakes + 1 WHERE saga_id = $1",
+                &[saga_id.into(), now_ms.into()],
+            )
+            .await?;
         Ok(touched == 1)
     }
 
@@ -172,50 +172,31 @@ impl Schedule {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let until = now_ms + lease_ms;
-        let rows: Vec<(String, i64)> = match &self.db {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query_as(&sqlite(
-                    "UPDATE saga_instances SET lease_owner = $1, lease_until_ms = $2 \
-                     WHERE saga_id IN (SELECT saga_id FROM saga_instances \
-                                       WHERE due_at_ms <= $3 AND lease_until_ms < $3 ORDER BY due_at_ms LIMIT $4) \
-                     AND lease_until_ms < $3 RETURNING saga_id, wakes",
-                ))
-                .bind(owner)
-                .bind(until)
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-            }
-            SqlDatabase::Postgres(pool) => {
-                sqlx::query_as(
-                    "UPDATE saga_instances SET lease_owner = $1, lease_until_ms = $2 \
-                     WHERE saga_id IN (SELECT saga_id FROM saga_instances \
-                                       WHERE due_at_ms <= $3 AND lease_until_ms < $3 ORDER BY due_at_ms LIMIT $4 \
-                                       FOR UPDATE SKIP LOCKED) \
-                     AND lease_until_ms < $3 RETURNING saga_id, wakes",
-                )
-                .bind(owner)
-                .bind(until)
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-            }
+        // PostgreSQL: concurrent claimers skip each other's rows; SQLite has one writer anyway.
+        let lock = match self.db {
+            SqlDatabase::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            SqlDatabase::Sqlite(_) => "",
         };
-        Ok(rows.into_iter().map(|(saga_id, wakes)| Claimed { saga_id, wakes }).collect())
+        let sql = format!(
+            "UPDATE saga_instances SET lease_owner = $1, lease_until_ms = $2 \
+             WHERE saga_id IN (SELECT saga_id FROM saga_instances \
+                               WHERE due_at_ms <= $3 AND lease_until_ms < $3 ORDER BY due_at_ms LIMIT $4 {lock}) \
+             AND lease_until_ms < $3 RETURNING saga_id, wakes"
+        );
+        let args: [Arg; 4] = [owner.into(), (now_ms + lease_ms).into(), now_ms.into(), limit.into()];
+        let rows = self.db.rows(&sql, &args).await?;
+        Ok(rows.iter().map(|row| Claimed { saga_id: row[0].text().to_owned(), wakes: row[1].int() }).collect())
     }
 
     /// Extends `owner`'s lease; false when it was lost (expired and taken by another driver).
     pub async fn renew(&self, owner: &str, saga_id: &str, until_ms: i64) -> Result<bool, StoreError> {
-        let touched = execute!(
-            &self.db,
-            "UPDATE saga_instances SET lease_until_ms = $3 WHERE saga_id = $1 AND lease_owner = $2",
-            saga_id,
-            owner,
-            until_ms
-        );
+        let touched = self
+            .db
+            .run(
+                "UPDATE saga_instances SET lease_until_ms = $3 WHERE saga_id = $1 AND lease_owner = $2",
+                &[saga_id.into(), owner.into(), until_ms.into()],
+            )
+            .await?;
         Ok(touched == 1)
     }
 
@@ -228,72 +209,69 @@ impl Schedule {
         release: &Release<'_>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        execute!(
-            &self.db,
-            "UPDATE saga_instances SET status = COALESCE($3, status), step = COALESCE($4, step), last_error = $5, \
-             updated_at_ms = $6, \
-             due_at_ms = CASE WHEN wakes = $7 THEN $8 ELSE $6 END, lease_owner = NULL, lease_until_ms = 0 \
-             WHERE saga_id = $1 AND lease_owner = $2",
-            &claimed.saga_id,
-            owner,
-            release.status,
-            release.step,
-            release.last_error,
-            now_ms,
-            claimed.wakes,
-            release.due_at_ms,
-        );
+        self.db
+            .run(
+                "UPDATE saga_instances SET status = COALESCE($3, status), step = COALESCE($4, step), last_error = $5, \
+                 updated_at_ms = $6, due_at_ms = CASE WHEN wakes = $7 THEN $8 ELSE $6 END, \
+                 lease_owner = NULL, lease_until_ms = 0 \
+                 WHERE saga_id = $1 AND lease_owner = $2",
+                &[
+                    claimed.saga_id.as_str().into(),
+                    owner.into(),
+                    release.status.into(),
+                    release.step.into(),
+                    release.last_error.into(),
+                    now_ms.into(),
+                    claimed.wakes.into(),
+                    release.due_at_ms.into(),
+                ],
+            )
+            .await?;
         Ok(())
     }
 
     /// The soonest time an instance can be claimed, if any: its due time, or for one being driven,
     /// when its lease ends.
     pub async fn next_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
-        let rows = fetch_all!(
-            &self.db,
-            (Option<i64>,),
-            "SELECT MIN(CASE WHEN lease_until_ms < $1 THEN due_at_ms ELSE lease_until_ms END) \
-             FROM saga_instances WHERE due_at_ms IS NOT NULL",
-            now_ms
-        );
-        Ok(rows.first().and_then(|row| row.0))
+        let rows = self
+            .db
+            .rows(
+                "SELECT MIN(CASE WHEN lease_until_ms < $1 THEN due_at_ms ELSE lease_until_ms END) \
+                 FROM saga_instances WHERE due_at_ms IS NOT NULL",
+                &[now_ms.into()],
+            )
+            .await?;
+        Ok(rows.first().and_then(|row| row[0].opt_int()))
     }
 
     /// Instances with `status` (or all), newest first, at most `limit`.
     pub async fn list(&self, status: Option<&str>, limit: i64) -> Result<Vec<SagaRow>, StoreError> {
-        Ok(match status {
-            Some(status) => fetch_all!(
-                &self.db,
-                SagaRow,
-                "SELECT saga_id, status, step, updated_at_ms, last_error, due_at_ms FROM saga_instances \
-                 WHERE status = $1 ORDER BY updated_at_ms DESC, saga_id LIMIT $2",
-                status,
-                limit
-            ),
-            None => fetch_all!(
-                &self.db,
-                SagaRow,
-                "SELECT saga_id, status, step, updated_at_ms, last_error, due_at_ms FROM saga_instances \
-                 ORDER BY updated_at_ms DESC, saga_id LIMIT $1",
-                limit
-            ),
-        })
+        let rows = match status {
+            Some(status) => {
+                let sql = format!(
+                    "SELECT {SAGA_COLUMNS} FROM saga_instances WHERE status = $1 ORDER BY updated_at_ms DESC, saga_id LIMIT $2"
+                );
+                self.db.rows(&sql, &[status.into(), limit.into()]).await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {SAGA_COLUMNS} FROM saga_instances ORDER BY updated_at_ms DESC, saga_id LIMIT $1");
+                self.db.rows(&sql, &[limit.into()]).await?
+            }
+        };
+        Ok(rows.iter().map(saga_row).collect())
     }
 
     /// One instance's row.
     pub async fn get(&self, saga_id: &str) -> Result<Option<SagaRow>, StoreError> {
-        let rows = fetch_all!(
-            &self.db,
-            SagaRow,
-            "SELECT saga_id, status, step, updated_at_ms, last_error, due_at_ms FROM saga_instances WHERE saga_id = $1",
-            saga_id
-        );
-        Ok(rows.into_iter().next())
+        let sql = format!("SELECT {SAGA_COLUMNS} FROM saga_instances WHERE saga_id = $1");
+        Ok(self.db.rows(&sql, &[saga_id.into()]).await?.first().map(saga_row))
     }
 
     /// How many instances are in each status.
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(fetch_all!(&self.db, (String, i64), "SELECT status, COUNT(*) FROM saga_instances GROUP BY status"))
+        let rows = self.db.rows("SELECT status, COUNT(*) FROM saga_instances GROUP BY status", &[]).await?;
+        Ok(rows.iter().map(|row| (row[0].text().to_owned(), row[1].int())).collect())
     }
 
     /// Records (or updates) a provider call in the ledger.
@@ -310,24 +288,27 @@ impl Schedule {
         provider_ref: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        execute!(
-            &self.db,
-            "INSERT INTO saga_payment_ledger \
-               (entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (entry_key) DO UPDATE SET amount_minor = excluded.amount_minor, status = excluded.status, \
-               provider_ref = COALESCE(excluded.provider_ref, saga_payment_ledger.provider_ref), \
-               updated_at_ms = excluded.updated_at_ms",
-            key,
-            payment_id,
-            reservation_id,
-            ledger_kind(kind),
-            amount_minor,
-            currency,
-            ledger_status(status),
-            provider_ref,
-            now_ms,
-        );
+        self.db
+            .run(
+                "INSERT INTO saga_payment_ledger \
+                   (entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (entry_key) DO UPDATE SET amount_minor = excluded.amount_minor, status = excluded.status, \
+                   provider_ref = COALESCE(excluded.provider_ref, saga_payment_ledger.provider_ref), \
+                   updated_at_ms = excluded.updated_at_ms",
+                &[
+                    key.into(),
+                    payment_id.into(),
+                    reservation_id.into(),
+                    ledger_kind(kind).into(),
+                    amount_minor.into(),
+                    currency.into(),
+                    ledger_status(status).into(),
+                    provider_ref.into(),
+                    now_ms.into(),
+                ],
+            )
+            .await?;
         Ok(())
     }
 
@@ -338,28 +319,22 @@ impl Schedule {
         cursor: i64,
         limit: i64,
     ) -> Result<Vec<LedgerRow>, StoreError> {
-        const COLUMNS: &str =
-            "entry_id, entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref";
-        Ok(match reservation_id {
-            Some(id) => fetch_all!(
-                &self.db,
-                LedgerRow,
-                &format!(
-                    "SELECT {COLUMNS} FROM saga_payment_ledger WHERE reservation_id = $1 AND entry_id > $2 \
+        let rows = match reservation_id {
+            Some(id) => {
+                let sql = format!(
+                    "SELECT {LEDGER_COLUMNS} FROM saga_payment_ledger WHERE reservation_id = $1 AND entry_id > $2 \
                      ORDER BY entry_id LIMIT $3"
-                ),
-                id,
-                cursor,
-                limit
-            ),
-            None => fetch_all!(
-                &self.db,
-                LedgerRow,
-                &format!("SELECT {COLUMNS} FROM saga_payment_ledger WHERE entry_id > $1 ORDER BY entry_id LIMIT $2"),
-                cursor,
-                limit
-            ),
-        })
+                );
+                self.db.rows(&sql, &[id.into(), cursor.into(), limit.into()]).await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {LEDGER_COLUMNS} FROM saga_payment_ledger WHERE entry_id > $1 ORDER BY entry_id LIMIT $2"
+                );
+                self.db.rows(&sql, &[cursor.into(), limit.into()]).await?
+            }
+        };
+        Ok(rows.iter().map(ledger_row).collect())
     }
 }
 
