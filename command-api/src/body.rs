@@ -5,12 +5,12 @@
 //! field is 422 naming the field's path. The route then parses each field into its domain value
 //! with a [`Check`], which collects every invalid field into one 422.
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use stay_domain::ValidationError;
 
-use crate::idempotency::{body_too_large, read_body};
 use crate::problem::{ApiError, FieldError};
 
 /// The default limit on a request body.
@@ -51,6 +51,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = read_body(request.into_body(), limit).await?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// Reads a body of at most `limit` bytes; 413 past it.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
+        Err(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")),
+    }
+}
+
+/// 413 `body_too_large`.
+pub fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {limit} bytes"),
+    )
 }
 
 /// Parses a JSON document into `T`, naming the field at fault.

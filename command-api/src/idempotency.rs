@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -27,6 +27,7 @@ use stay_store::{Arg, MigrationSet, SqlDatabase, StoreError};
 use uuid::Uuid;
 
 use crate::auth::Principal;
+use crate::body::read_body;
 use crate::problem::ApiError;
 
 /// The command API's own table.
@@ -396,25 +397,6 @@ fn replay(answer: StoredAnswer) -> Response {
     }
     headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
-}
-
-/// Reads a body of at most `limit` bytes; 413 past it.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
-        Err(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")),
-    }
-}
-
-/// 413 `body_too_large`.
-pub fn body_too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the request body is larger than {limit} bytes"),
-    )
 }
 
 #[cfg(test)]

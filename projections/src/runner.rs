@@ -32,12 +32,12 @@ pub const PROJECTION_MIGRATIONS: MigrationSet = MigrationSet {
     sqlite: &[Migration {
         version: 1,
         name: "projection_tables",
-        sql: include_str!("../migrations/sqlite/0001_projections.sql"),
+        sql: include_str!("../migrations/0001_projections.sql"),
     }],
     postgres: &[Migration {
         version: 1,
         name: "projection_tables",
-        sql: include_str!("../migrations/postgres/0001_projections.sql"),
+        sql: include_str!("../migrations/0001_projections.sql"),
     }],
 };
 

@@ -17,8 +17,7 @@ use stay_domain::{
 use stay_store::{CommandContext, ExecuteError, Executor, Executors, StoreError};
 
 use crate::instance::{
-    Action, ChargeState, CompensationReason, Deadline, SagaCommand, SagaError, SagaEvent, SagaInstance, Step,
-    StepOutcome,
+    Action, CompensationReason, Deadline, SagaCommand, SagaError, SagaEvent, SagaInstance, Step, StepOutcome,
 };
 use crate::provider::{
     ChargeOutcome, ChargeRequest, LedgerKind, LedgerStatus, PaymentProvider, ProviderError, RefundOutcome,
@@ -665,9 +664,4 @@ impl From<&str> for StepError {
     fn from(error: &str) -> Self {
         StepError::Failed(error.to_owned())
     }
-}
-
-/// Whether the saga's view of a charge may still move money.
-pub fn charge_unsettled(saga: &SagaInstance) -> bool {
-    *saga.charge() == ChargeState::Requested
 }

@@ -1,3 +1,4 @@
+-- Valid on both SQLite and PostgreSQL, so one file serves both.
 -- Which version of each read model is live, and which (if any) is being rebuilt beside it.
 CREATE TABLE IF NOT EXISTS projection_state (
     name            TEXT    PRIMARY KEY,
