@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use stay_command_api::{JwtKeys, Role};
 use stay_domain::UserId;
+use stay_http::{JwtKeys, Role};
 
 use crate::settings::SecretArgs;
 

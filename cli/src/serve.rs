@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use stay_command_api::service::{self, Readiness, ServiceConfig};
-use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, JwtKeys, PaymentsGate};
+use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, PaymentsGate};
 use stay_domain::Clock;
+use stay_http::service::{self, Readiness, ServiceConfig};
+use stay_http::JwtKeys;
 use stay_projections::runner::initialize;
 use stay_projections::{Projector, RunnerConfig};
 use stay_query_api::QueryState;
@@ -87,7 +88,7 @@ pub struct ServeArgs {
     max_in_flight: usize,
 
     /// The largest request body, in bytes (larger: 413).
-    #[arg(long, env = "STAY_MAX_BODY_BYTES", default_value_t = stay_command_api::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "STAY_MAX_BODY_BYTES", default_value_t = stay_http::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
 
     /// How long requests in flight may take to finish after SIGTERM or Ctrl-C.

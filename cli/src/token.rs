@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use stay_command_api::{JwtKeys, Role};
 use stay_domain::UserId;
+use stay_http::{JwtKeys, Role};
 
 use crate::settings::SecretArgs;
 

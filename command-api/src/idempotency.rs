@@ -26,9 +26,9 @@ use stay_store::migrate::Migration;
 use stay_store::{Arg, MigrationSet, SqlDatabase, StoreError};
 use uuid::Uuid;
 
-use crate::auth::Principal;
-use crate::body::read_body;
-use crate::problem::ApiError;
+use stay_http::body::read_body;
+use stay_http::ApiError;
+use stay_http::Principal;
 
 /// The command API's own table.
 pub const IDEMPOTENCY_MIGRATIONS: MigrationSet = MigrationSet {

@@ -2,18 +2,15 @@
 //! and problem+json errors.
 //!
 //! - [`routes`] — one handler per command route; each runs one command on one aggregate.
-//! - [`auth`] — HS256 bearer tokens; [`problem`] — every refusal as a problem document.
+//! - [`refusal`] — the aggregates' business refusals as HTTP statuses and codes.
 //! - [`idempotency`] — `Idempotency-Key` claims and replays, kept in the SQL database.
-//! - [`body`] — bounded JSON bodies parsed into domain values, naming the fields at fault.
-//! - [`service`] — what every route of the server shares: in-flight limit, metrics, request ids,
-//!   fallbacks, and `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+//!
+//! What every HTTP role shares (auth, problem documents, body parsing, the service endpoints and
+//! layers) is in `stay-http`.
 
-pub mod auth;
-pub mod body;
 pub mod idempotency;
-pub mod problem;
+pub mod refusal;
 pub mod routes;
-pub mod service;
 
 use std::sync::Arc;
 
@@ -26,10 +23,8 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{JwtKeys, Principal, Role};
-pub use body::{BodyLimit, DEFAULT_MAX_BODY_BYTES};
 pub use idempotency::{IdempotencyStore, IDEMPOTENCY_MIGRATIONS};
-pub use problem::{ApiError, Problem};
+use stay_http::{auth, BodyLimit, JwtKeys};
 
 /// What the command routes share: the executors and the domain's services.
 #[derive(Clone, Debug)]

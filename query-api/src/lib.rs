@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::middleware;
-use stay_command_api::auth::require_token;
-use stay_command_api::JwtKeys;
+use stay_http::auth::require_token;
+use stay_http::JwtKeys;
 use stay_projections::runner::versions;
 use stay_projections::ReadModel;
 use stay_store::{EventStore, SqlDatabase, StoreError};

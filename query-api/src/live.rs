@@ -13,9 +13,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream};
 use serde::Deserialize;
-use stay_command_api::auth::Role;
-use stay_command_api::body::QueryParams;
-use stay_command_api::{ApiError, Problem};
+use stay_http::auth::Role;
+use stay_http::QueryParams;
+use stay_http::{ApiError, Problem};
 use stay_store::{EventStore, Position, RecordedEvent};
 use utoipa::IntoParams;
 

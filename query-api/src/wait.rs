@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde::Deserialize;
-use stay_command_api::ApiError;
+use stay_http::ApiError;
 use stay_projections::runner::{checkpoint_name, versions};
 use stay_store::{Position, SqlDatabase};
 use utoipa::IntoParams;

@@ -158,14 +158,14 @@ fn callers(server: &StayServer) -> Vec<Caller> {
         |label: &str, token: String| Caller { label: label.to_owned(), authorization: Some(format!("Bearer {token}")) };
     let raw = |label: &str, value: &str| Caller { label: label.to_owned(), authorization: Some(value.to_owned()) };
     let now = u64::try_from(chrono::Utc::now().timestamp()).expect("after 1970");
-    let keys = stay_command_api::JwtKeys::new(&secrecy::SecretString::from(TEST_SECRET.to_owned()));
+    let keys = stay_http::JwtKeys::new(&secrecy::SecretString::from(TEST_SECRET.to_owned()));
     let other_keys =
-        stay_command_api::JwtKeys::new(&secrecy::SecretString::from("another secret, not the server's".to_owned()));
+        stay_http::JwtKeys::new(&secrecy::SecretString::from("another secret, not the server's".to_owned()));
     let user = |sub: &str| stay_domain::UserId::new(sub).expect("user id");
     let expired =
-        keys.sign(&user("guest-1"), stay_command_api::Role::Guest, Duration::from_secs(60), now - 3600).expect("sign");
+        keys.sign(&user("guest-1"), stay_http::Role::Guest, Duration::from_secs(60), now - 3600).expect("sign");
     let foreign =
-        other_keys.sign(&user("admin-1"), stay_command_api::Role::Admin, Duration::from_secs(3600), now).expect("sign");
+        other_keys.sign(&user("admin-1"), stay_http::Role::Admin, Duration::from_secs(3600), now).expect("sign");
     let host = server.token("host-1", "host");
     let admin_claims = format!(r#"{{"sub":"host-1","role":"admin","exp":{}}}"#, now + 3600);
     let tampered = {

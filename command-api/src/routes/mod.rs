@@ -8,76 +8,12 @@ pub mod reservations;
 pub mod reviews;
 pub mod rooms;
 
-use std::str::FromStr;
-
-use axum::extract::{FromRequestParts, Path};
-use axum::http::request::Parts;
 use cqrs_es::Aggregate;
-use serde::{Deserialize, Serialize};
-use stay_domain::{Currency, Money, ValidationError};
+use stay_http::{ApiError, Principal};
 use stay_store::{CommandContext, Executor, Position};
-use utoipa::ToSchema;
 
-use crate::auth::Principal;
 use crate::idempotency::CommandKey;
-use crate::problem::ApiError;
-
-/// An amount of money: integer minor units and an ISO 4217 code.
-#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MoneyBody {
-    /// Minor units (cents for USD).
-    pub amount_minor: i64,
-    /// ISO 4217 code, such as `USD`.
-    pub currency: String,
-}
-
-impl MoneyBody {
-    fn parse(&self) -> Result<Money, ValidationError> {
-        Money::new(self.amount_minor, Currency::new(&self.currency)?)
-    }
-}
-
-/// A path's single id segment, parsed; an unparseable id is 404 like an unknown one.
-#[derive(Debug)]
-pub struct IdPath<T>(pub T);
-
-/// Names the 404 answered for an id of this type.
-pub trait NotFoundCode {
-    /// The problem code, such as `room_not_found`.
-    const CODE: &'static str;
-    /// The noun, such as `room`.
-    const NOUN: &'static str;
-}
-
-impl NotFoundCode for stay_domain::RoomId {
-    const CODE: &'static str = "room_not_found";
-    const NOUN: &'static str = "room";
-}
-
-impl NotFoundCode for stay_domain::ReservationId {
-    const CODE: &'static str = "reservation_not_found";
-    const NOUN: &'static str = "reservation";
-}
-
-impl NotFoundCode for stay_domain::ReviewId {
-    const CODE: &'static str = "review_not_found";
-    const NOUN: &'static str = "review";
-}
-
-impl<S, T> FromRequestParts<S> for IdPath<T>
-where
-    S: Send + Sync,
-    T: FromStr + NotFoundCode + Send,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let not_found = |text: &str| ApiError::not_found(T::CODE, format!("no {} has the id {text:?}", T::NOUN));
-        let Path(text) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found("?"))?;
-        text.parse().map(IdPath).map_err(|_| not_found(&text))
-    }
-}
+use crate::refusal::{failed, Refusal};
 
 /// The context of a command sent by `principal` under `key`.
 pub(crate) fn context(principal: &Principal, key: &CommandKey) -> CommandContext {
@@ -120,21 +56,12 @@ pub(crate) async fn run<A>(
 where
     A: Aggregate + 'static,
     A::Command: Clone,
-    A::Error: std::error::Error + Into<ApiError>,
+    A::Error: Refusal,
 {
-    if key.recovering {
-        let stream = executor.store().read_stream(A::TYPE, aggregate_id).await?;
-        let earlier = stream.iter().rev().find(|e| e.metadata_field("command_id") == Some(&context.command_id));
-        if let Some(event) = earlier {
-            tracing::info!(
-                aggregate = A::TYPE,
-                aggregate_id,
-                "a retried command had committed; answering from its events"
-            );
-            return Ok(event.position);
-        }
+    if let Some(position) = committed_earlier(executor, aggregate_id, context, key).await? {
+        return Ok(position);
     }
-    let committed = executor.execute(aggregate_id, command, context).await?;
+    let committed = executor.execute(aggregate_id, command, context).await.map_err(failed)?;
     if let Some(position) = committed.last_position() {
         return Ok(position);
     }

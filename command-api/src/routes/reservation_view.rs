@@ -11,9 +11,9 @@ use stay_domain::{Money, PaymentId, PaymentStatus, RejectionReason, ReservationI
 use stay_store::{EventStore, Position};
 use utoipa::ToSchema;
 
-use super::MoneyBody;
-use crate::problem::ApiError;
 use crate::CommandApi;
+use stay_http::ApiError;
+use stay_http::MoneyBody;
 
 /// The longest `Prefer: wait` honoured, in seconds.
 pub const MAX_WAIT_SECS: u64 = 30;

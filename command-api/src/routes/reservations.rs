@@ -20,12 +20,14 @@ use stay_domain::{
 use utoipa::ToSchema;
 
 use super::reservation_view::{prefer_wait, wait_for, ReservationView};
-use super::{committed_earlier, context, run, IdPath};
-use crate::auth::{Caller, Guests, GuestsOrAdmins, Role};
-use crate::body::{Check, JsonBody};
+use super::{committed_earlier, context, run};
 use crate::idempotency::CommandKey;
-use crate::problem::{ApiError, Problem};
+use crate::refusal::refused;
 use crate::CommandApi;
+use stay_http::auth::{Caller, Guests, GuestsOrAdmins, Role};
+use stay_http::body::{Check, JsonBody};
+use stay_http::IdPath;
+use stay_http::{ApiError, Problem};
 
 /// How the guest pays.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -110,11 +112,11 @@ pub async fn request_reservation(
         refuse_while_payments_fail(&api)?;
         let (mut room, _) = api.executors().rooms.load(&room_id.to_string()).await?;
         if room.listing().is_none() {
-            return Err(RoomError::RoomNotFound.into());
+            return Err(refused(RoomError::RoomNotFound));
         }
         // A dry run of the hold the saga will ask for: nothing is recorded.
         let hold = RoomCommand::HoldNights { reservation_id, guest_id: principal.user.clone(), stay, guests };
-        room.handle(hold, api.services(), &EventSink::default()).await?;
+        room.handle(hold, api.services(), &EventSink::default()).await.map_err(refused)?;
     }
 
     let command = ReservationCommand::RequestReservation {

@@ -15,12 +15,14 @@ use stay_domain::{
 };
 use utoipa::ToSchema;
 
-use super::{context, run, IdPath};
-use crate::auth::{Caller, Guests, Hosts};
-use crate::body::{Check, JsonBody};
+use super::{context, run};
 use crate::idempotency::CommandKey;
-use crate::problem::{ApiError, Problem};
+use crate::refusal::refused;
 use crate::CommandApi;
+use stay_http::auth::{Caller, Guests, Hosts};
+use stay_http::body::{Check, JsonBody};
+use stay_http::IdPath;
+use stay_http::{ApiError, Problem};
 
 /// A review of a stay.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -83,10 +85,10 @@ pub async fn post_review(
 
     let (room, _) = api.executors().rooms.load(&room_id.to_string()).await?;
     if room.listing().is_none() {
-        return Err(RoomError::RoomNotFound.into());
+        return Err(refused(RoomError::RoomNotFound));
     }
     let (reservation, _) = api.executors().reservations.load(&reservation_id.to_string()).await?;
-    let details = reservation.details().ok_or(ReservationError::ReservationNotFound)?;
+    let details = reservation.details().ok_or(ReservationError::ReservationNotFound).map_err(refused)?;
     let facts = ReservationFacts {
         guest_id: details.guest_id.clone(),
         room_id: details.room_id,
@@ -134,9 +136,9 @@ pub async fn reply_to_review(
     let comment = ReviewComment::new(body.comment)?;
     let id = review_id.to_string();
     let (review, _) = api.executors().reviews.load(&id).await?;
-    let details = review.details().ok_or(ReviewError::ReviewNotFound)?;
+    let details = review.details().ok_or(ReviewError::ReviewNotFound).map_err(refused)?;
     let (room, _) = api.executors().rooms.load(&details.room_id.to_string()).await?;
-    let host = room.listing().ok_or(RoomError::RoomNotFound)?.host_id.clone();
+    let host = room.listing().ok_or(RoomError::RoomNotFound).map_err(refused)?.host_id.clone();
     let command = ReviewCommand::ReplyToReview { actor: principal.user.clone(), room_host_id: host, comment };
     let position = run(&api.executors().reviews, &id, command, &context(&principal, &key), &key).await?;
     Ok(Json(ReviewAnswer { review_id: id, position: position.to_string() }))

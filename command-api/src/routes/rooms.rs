@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use stay_domain::{Address, Capacity, Description, PositiveMoney, RoomCommand, RoomId, RoomName};
 use utoipa::ToSchema;
 
-use super::{context, run, IdPath, MoneyBody};
-use crate::auth::{Caller, Hosts};
-use crate::body::{Check, JsonBody};
+use super::{context, run};
 use crate::idempotency::CommandKey;
-use crate::problem::{ApiError, Problem};
 use crate::CommandApi;
+use stay_http::auth::{Caller, Hosts};
+use stay_http::body::{Check, JsonBody};
+use stay_http::IdPath;
+use stay_http::MoneyBody;
+use stay_http::{ApiError, Problem};
 
 /// A new room.
 #[derive(Debug, Deserialize, ToSchema)]

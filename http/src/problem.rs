@@ -1,12 +1,13 @@
 //! Every refusal as an RFC 9457 problem document with a stable `code`.
 //!
-//! Handlers return [`ApiError`]; this module is the one place where domain and store errors become
-//! HTTP statuses and codes, so the mapping can be read (and changed) in one sitting.
+//! Handlers return [`ApiError`]. This module maps what every role shares: invalid values (422),
+//! store failures (409 after retries, 503 while stopping, 500 otherwise) and the service's own
+//! refusals. An aggregate's business refusals are mapped by the command API, which knows them.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use stay_domain::{ReservationError, ReviewError, RoomError, ValidationError};
+use stay_domain::ValidationError;
 use stay_store::{ExecuteError, StoreError};
 use utoipa::ToSchema;
 
@@ -146,52 +147,6 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-impl From<RoomError> for ApiError {
-    fn from(err: RoomError) -> Self {
-        let status = match err {
-            RoomError::RoomNotFound | RoomError::HoldNotFound => StatusCode::NOT_FOUND,
-            RoomError::NotOwner => StatusCode::FORBIDDEN,
-            RoomError::CurrencyChange { .. } | RoomError::PriceOverflow => StatusCode::UNPROCESSABLE_ENTITY,
-            RoomError::AlreadyRegistered
-            | RoomError::RoomDelisted
-            | RoomError::HasUpcomingStays
-            | RoomError::DatesUnavailable
-            | RoomError::TooManyGuests { .. }
-            | RoomError::StayInPast { .. }
-            | RoomError::HoldAlreadyReleased => StatusCode::CONFLICT,
-        };
-        Self::new(status, err.code(), err.to_string())
-    }
-}
-
-impl From<ReservationError> for ApiError {
-    fn from(err: ReservationError) -> Self {
-        let status = match err {
-            ReservationError::ReservationNotFound => StatusCode::NOT_FOUND,
-            ReservationError::NotOwner => StatusCode::FORBIDDEN,
-            ReservationError::AlreadyRequested
-            | ReservationError::WrongStatus { .. }
-            | ReservationError::PaymentMismatch { .. }
-            | ReservationError::StayAlreadyBegun { .. } => StatusCode::CONFLICT,
-        };
-        Self::new(status, err.code(), err.to_string())
-    }
-}
-
-impl From<ReviewError> for ApiError {
-    fn from(err: ReviewError) -> Self {
-        let status = match err {
-            ReviewError::ReviewNotFound => StatusCode::NOT_FOUND,
-            ReviewError::NotReservationGuest | ReviewError::NotRoomHost => StatusCode::FORBIDDEN,
-            ReviewError::ReviewIdMismatch { .. } | ReviewError::WrongRoom => StatusCode::UNPROCESSABLE_ENTITY,
-            ReviewError::AlreadyReviewed | ReviewError::ReservationNotConfirmed | ReviewError::AlreadyReplied => {
-                StatusCode::CONFLICT
-            }
-        };
-        Self::new(status, err.code(), err.to_string())
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -204,21 +159,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl<E> From<ExecuteError<E>> for ApiError
-where
-    E: std::error::Error + Into<ApiError>,
-{
-    fn from(err: ExecuteError<E>) -> Self {
+impl ApiError {
+    /// An executor's failure. The aggregate's refusal is the caller's to map (`rejected`); a
+    /// conflict that outlasted the retries and a failing store mean the same for every aggregate.
+    pub fn from_execute<E: std::error::Error>(err: ExecuteError<E>, rejected: impl FnOnce(E) -> ApiError) -> Self {
         match err {
-            ExecuteError::Rejected(refusal) => refusal.into(),
+            ExecuteError::Rejected(refusal) => rejected(refusal),
             ExecuteError::Conflict { .. } => Self::conflict_after_retries(),
             ExecuteError::Store(store) => store.into(),
         }
     }
-}
 
-impl ApiError {
-    fn conflict_after_retries() -> Self {
+    /// 409 `concurrent_modification`: other writers kept changing the aggregate.
+    pub fn conflict_after_retries() -> Self {
         Self::new(
             StatusCode::CONFLICT,
             "concurrent_modification",
@@ -232,28 +185,25 @@ impl ApiError {
 mod tests {
     use super::*;
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("no")]
+    struct Refusal;
+
     #[test]
-    fn every_domain_refusal_maps_to_a_4xx() {
-        let refusals: Vec<ApiError> = vec![
-            RoomError::DatesUnavailable.into(),
-            RoomError::NotOwner.into(),
-            RoomError::RoomNotFound.into(),
-            ReservationError::ReservationNotFound.into(),
-            ReservationError::NotOwner.into(),
-            ReviewError::AlreadyReviewed.into(),
-            ReviewError::NotRoomHost.into(),
-        ];
-        for refusal in refusals {
-            assert!(refusal.status().is_client_error(), "{refusal:?}");
-        }
+    fn an_invalid_value_is_a_422_naming_its_field() {
+        let err: ApiError = ValidationError::InvalidDate { field: "check_in", value: "x".into() }.into();
+        assert_eq!((err.status(), err.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
+        assert_eq!(err.problem().errors[0].field, "check_in");
     }
 
     #[test]
-    fn a_refusal_keeps_the_domain_code() {
-        let err: ApiError = RoomError::HasUpcomingStays.into();
-        assert_eq!((err.status(), err.code()), (StatusCode::CONFLICT, "room_has_upcoming_stays"));
-        let err: ApiError = ReviewError::NotRoomHost.into();
-        assert_eq!((err.status(), err.code()), (StatusCode::FORBIDDEN, "not_room_host"));
+    fn executor_failures_map_alike_for_every_aggregate() {
+        let refused = ApiError::from_execute(ExecuteError::Rejected(Refusal), |_| ApiError::not_found("x", "y"));
+        assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+        let conflict = ApiError::from_execute(ExecuteError::<Refusal>::Conflict { attempts: 3 }, |_| unreachable!());
+        assert_eq!((conflict.status(), conflict.code()), (StatusCode::CONFLICT, "concurrent_modification"));
+        let closed = ApiError::from_execute(ExecuteError::<Refusal>::Store(StoreError::Closed), |_| unreachable!());
+        assert_eq!((closed.status(), closed.code()), (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"));
     }
 
     #[test]

@@ -105,21 +105,6 @@ fn field_at_fault(path: &str, err: &serde_json::Error) -> String {
     }
 }
 
-/// Query parameters of type `T`; anything that does not fit is 422 naming the parameter.
-#[derive(Debug)]
-pub struct QueryParams<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(query)
-            .map(QueryParams)
-            .map_err(|err| ApiError::invalid_field("query", format!("the query string does not fit: {err}")))
-    }
-}
-
 /// Collects the fields that fail to parse into domain values, to refuse them all at once.
 #[derive(Debug, Default)]
 pub struct Check {

@@ -1,0 +1,115 @@
+//! The service endpoints every process serves: `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use stay_store::Executors;
+use utoipa::ToSchema;
+
+use crate::service::{Readiness, RenderMetrics};
+
+/// What the service endpoints read.
+#[derive(Clone)]
+pub(crate) struct OpsState {
+    pub(crate) readiness: Readiness,
+    pub(crate) render_metrics: RenderMetrics,
+    pub(crate) executors: Option<Arc<Executors>>,
+    pub(crate) openapi: Arc<String>,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "The process runs", body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `/healthz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: &'static str,
+}
+
+/// One readiness check.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+/// `/readyz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Ready {
+    ready: bool,
+    checks: Vec<Check>,
+}
+
+/// Readiness: the store is reachable and every migration is applied.
+#[utoipa::path(get, path = "/readyz", tag = "service", responses(
+    (status = 200, description = "Ready", body = Ready),
+    (status = 503, description = "Not ready; the failing checks say why", body = Ready),
+))]
+pub(crate) async fn readyz(State(ops): State<OpsState>) -> (StatusCode, Json<Ready>) {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+    let mut checks = Vec::new();
+    let store = tokio::time::timeout(PROBE_TIMEOUT, ops.readiness.store.head()).await;
+    checks.push(match store {
+        Ok(Ok(head)) => Check { name: "store".into(), ok: true, detail: format!("head at {head}") },
+        Ok(Err(err)) => Check { name: "store".into(), ok: false, detail: err.to_string() },
+        Err(_) => Check { name: "store".into(), ok: false, detail: "no answer within 2 s".into() },
+    });
+    let mut pending = match ops.readiness.store.pending_migrations().await {
+        Ok(pending) => pending.into_iter().map(str::to_owned).collect(),
+        Err(err) => vec![format!("unknown: {err}")],
+    };
+    if let Some((db, sets)) = &ops.readiness.sql {
+        for set in sets {
+            match db.pending_migrations(set).await {
+                Ok(names) => pending.extend(names.into_iter().map(|n| format!("{}/{n}", set.component))),
+                Err(err) => pending.push(format!("{}: unknown: {err}", set.component)),
+            }
+        }
+    }
+    checks.push(if pending.is_empty() {
+        Check { name: "migrations".into(), ok: true, detail: "all applied".into() }
+    } else {
+        Check { name: "migrations".into(), ok: false, detail: format!("pending: {}", pending.join(", ")) }
+    });
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Ready { ready, checks }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics_text(State(ops): State<OpsState>) -> Response {
+    if let Some(executors) = &ops.executors {
+        for (aggregate, stats) in executors.stats() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let counters = [
+                ("stay_executor_commands_total", stats.committed.load(Relaxed)),
+                ("stay_executor_rejected_total", stats.rejected.load(Relaxed)),
+                ("stay_executor_conflicts_total", stats.conflicts.load(Relaxed)),
+                ("stay_executor_gave_up_total", stats.gave_up.load(Relaxed)),
+                ("stay_executor_cache_misses_total", stats.cache_misses.load(Relaxed)),
+            ];
+            for (name, value) in counters {
+                metrics::counter!(name, "aggregate" => aggregate).absolute(value);
+            }
+        }
+    }
+    let body = (ops.render_metrics)();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
+pub(crate) async fn openapi_json(State(ops): State<OpsState>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], ops.openapi.as_str().to_owned())
+        .into_response()
+}

@@ -1,0 +1,28 @@
+//! What every HTTP role of Stay shares, so that no role crate needs another's.
+//!
+//! - [`auth`] — HS256 bearer tokens, the caller ([`Principal`]) and the typed role extractor
+//!   ([`Caller`]) that answers 403 before a body is read.
+//! - [`problem`] — every refusal as an RFC 9457 problem document ([`ApiError`]).
+//! - [`body`] — bounded JSON bodies parsed into plain types, then into domain values ([`Check`]).
+//! - [`query`] — query strings ([`QueryParams`]); [`path`] — ids in paths ([`IdPath`]);
+//!   [`money`] — money on the wire ([`MoneyBody`]).
+//! - [`service`] — the whole server around the roles' routes: layers (request ids, the
+//!   in-flight bound, metrics) and endpoints (`/healthz`, `/readyz`, `/metrics`, OpenAPI).
+
+pub mod auth;
+pub mod body;
+mod endpoints;
+mod layers;
+pub mod money;
+pub mod path;
+pub mod problem;
+pub mod query;
+pub mod service;
+
+pub use auth::{Admins, Admits, Caller, Guests, GuestsOrAdmins, Hosts, JwtKeys, Principal, Role};
+pub use body::{BodyLimit, Check, JsonBody, DEFAULT_MAX_BODY_BYTES};
+pub use money::MoneyBody;
+pub use path::{IdPath, NotFoundCode};
+pub use problem::{ApiError, FieldError, Problem, PROBLEM_JSON};
+pub use query::QueryParams;
+pub use service::{assemble, Readiness, RenderMetrics, ServiceConfig};

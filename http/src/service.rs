@@ -1,0 +1,122 @@
+//! What every route of the server shares, whichever roles it runs.
+//!
+//! [`assemble`] takes the routes of the roles (and their OpenAPI descriptions) and adds:
+//!
+//! - the service endpoints `/healthz`, `/readyz`, `/metrics` and `/openapi.json`;
+//! - a bound on requests in flight under `/v1`: past it, an immediate 503 with `Retry-After`
+//!   rather than a queue that grows without end;
+//! - request counts and latency histograms by route, method and status;
+//! - an `x-request-id` on every request and answer, and a tracing span carrying it;
+//! - problem documents for unknown routes (404) and methods (405).
+//!
+//! The layers themselves are in `layers.rs`, the endpoints in `endpoints.rs`.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::middleware;
+use axum::Router;
+use stay_store::{EventStore, Executors, MigrationSet, SqlDatabase};
+use tokio::sync::Semaphore;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::endpoints::{self, OpsState};
+use crate::layers::{close_after_refused_body, limit_in_flight, record_metrics, unknown_route, wrong_method};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Renders the process's metrics as Prometheus text.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What `/readyz` checks: the store answers and every schema is up to date.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// The event store.
+    pub store: EventStore,
+    /// The SQL database beside it, and the components' migrations it must have.
+    pub sql: Option<(SqlDatabase, Vec<MigrationSet>)>,
+}
+
+/// How the server around the routes behaves.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Requests under `/v1` allowed in flight at once.
+    pub max_in_flight: usize,
+    /// For `/readyz`.
+    pub readiness: Readiness,
+    /// For `/metrics`.
+    pub render_metrics: RenderMetrics,
+    /// Executors whose counters `/metrics` reports, when this process runs commands.
+    pub executors: Option<Arc<Executors>>,
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig").field("max_in_flight", &self.max_in_flight).finish_non_exhaustive()
+    }
+}
+
+/// The whole server: the roles' routes under `/v1` plus the service endpoints and shared layers.
+pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, OpenApi) {
+    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let mut api = Router::new();
+    let mut openapi = base_document();
+    for (routes, doc) in v1 {
+        api = api.merge(routes);
+        openapi.merge(doc);
+    }
+    // A process with no /v1 routes (the projector role) has nothing to bound.
+    let api =
+        if api.has_routes() { api.route_layer(middleware::from_fn_with_state(permits, limit_in_flight)) } else { api };
+
+    let (ops, ops_doc) = OpenApiRouter::new()
+        .routes(routes!(endpoints::healthz))
+        .routes(routes!(endpoints::readyz))
+        .routes(routes!(endpoints::metrics_text))
+        .routes(routes!(endpoints::openapi_json))
+        .split_for_parts();
+    openapi.merge(ops_doc);
+    let state = OpsState {
+        readiness: config.readiness,
+        render_metrics: config.render_metrics,
+        executors: config.executors,
+        openapi: Arc::new(openapi.to_json().unwrap_or_else(|_| "{}".into())),
+    };
+    let router = Router::new()
+        .merge(api)
+        .merge(ops.with_state(state))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(close_after_refused_body))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
+                })
+                // A 503 under overload is the service working as meant, not an error to page on.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    (router, openapi)
+}
+
+fn base_document() -> OpenApi {
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder};
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Stay")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Event-sourced accommodation reservations: the HTTP API (see API.md)."))
+                .build(),
+        )
+        .build()
+}
