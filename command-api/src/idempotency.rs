@@ -217,18 +217,18 @@ impl IdempotencyStore {
                 &[principal.into(), key.into()],
             )
             .await?;
-        Ok(rows.first().map(|row| {
-            let answer = match (row[1].text(), row[3].opt_int()) {
-                ("done", Some(status)) => Some(StoredAnswer {
-                    status: u16::try_from(status).unwrap_or(500),
-                    content_type: row[4].opt_text().map(str::to_owned),
-                    location: row[5].opt_text().map(str::to_owned),
-                    body: row[6].opt_bytes().unwrap_or_default(),
-                }),
-                _ => None,
-            };
-            KeyRow { fingerprint: row[0].text().to_owned(), claimed_at_ms: row[2].int(), answer }
-        }))
+        let Some(row) = rows.first() else { return Ok(None) };
+        let answer = match (row.text("state")?.as_str(), row.opt_int("status")?) {
+            ("done", Some(status)) => Some(StoredAnswer {
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Decode(format!("a stored answer has the status {status}")))?,
+                content_type: row.opt_text("content_type")?,
+                location: row.opt_text("location")?,
+                body: row.opt_bytes("body")?.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Ok(Some(KeyRow { fingerprint: row.text("fingerprint")?, claimed_at_ms: row.int("claimed_at_ms")?, answer }))
     }
 }
 

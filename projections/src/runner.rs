@@ -59,10 +59,10 @@ pub struct Versions {
 pub async fn versions(db: &SqlDatabase, name: &str) -> Result<Versions, StoreError> {
     let rows =
         db.rows("SELECT live_version, building_version FROM projection_state WHERE name = $1", &[name.into()]).await?;
-    Ok(rows.first().map_or(Versions { live: 1, building: None }, |row| Versions {
-        live: row[0].int(),
-        building: row[1].opt_int(),
-    }))
+    match rows.first() {
+        Some(row) => Ok(Versions { live: row.int("live_version")?, building: row.opt_int("building_version")? }),
+        None => Ok(Versions { live: 1, building: None }),
+    }
 }
 
 /// Creates a model's state row and first tables, if it has none.
@@ -88,7 +88,10 @@ pub async fn request_rebuild(db: &SqlDatabase, model: &dyn ReadModel) -> Result<
     let rows = tx
         .rows("SELECT live_version, building_version FROM projection_state WHERE name = $1", &[model.name().into()])
         .await?;
-    let (live, building) = rows.first().map_or((1, None), |row| (row[0].int(), row[1].opt_int()));
+    let (live, building) = match rows.first() {
+        Some(row) => (row.int("live_version")?, row.opt_int("building_version")?),
+        None => (1, None),
+    };
     if let Some(building) = building {
         tx.rollback().await?;
         return Ok(building);
@@ -197,15 +200,17 @@ pub async fn statuses(
                 &[name.into(), versions.live.into()],
             )
             .await?
-            .into_iter()
-            .map(|row| DeadLetter {
-                position: row[0].text().to_owned(),
-                aggregate_type: row[1].text().to_owned(),
-                aggregate_id: row[2].text().to_owned(),
-                event_type: row[3].text().to_owned(),
-                error: row[4].text().to_owned(),
+            .iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    position: row.text("position")?,
+                    aggregate_type: row.text("aggregate_type")?,
+                    aggregate_id: row.text("aggregate_id")?,
+                    event_type: row.text("event_type")?,
+                    error: row.text("error")?,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let status = if rebuild.is_some() {
             "rebuilding"
         } else if lag_events > 0 {
@@ -525,7 +530,7 @@ async fn blocked(tx: &mut SqlTransaction, name: &str, v: i64) -> Result<HashSet<
             &[name.into(), v.into()],
         )
         .await?;
-    Ok(rows.into_iter().map(|row| (row[0].text().to_owned(), row[1].text().to_owned())).collect())
+    rows.iter().map(|row| Ok((row.text("aggregate_type")?, row.text("aggregate_id")?))).collect()
 }
 
 async fn park(

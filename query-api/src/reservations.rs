@@ -11,8 +11,9 @@ use stay_http::auth::{Caller, Guests, Principal};
 use stay_http::QueryParams;
 use stay_http::{ApiError, Problem, Role};
 use stay_http::{IdPath, MoneyBody};
-use stay_projections::models::{notifications, reservations};
-use stay_store::Cells;
+use stay_projections::queries::notifications;
+use stay_projections::queries::reservations::{self, ReservationRow};
+use stay_store::StoreError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::wait::{until_fresh, Freshness};
@@ -48,32 +49,39 @@ pub struct ReservationView {
     position: String,
 }
 
-const COLUMNS: &str = "reservation_id, room_id, guest_id, check_in, check_out, guests, status, reason, total_minor, \
-    currency, payment_status, charged_minor, refunded_minor, payment_currency, updated_at, position, host_id";
+impl TryFrom<ReservationRow> for ReservationView {
+    type Error = StoreError;
 
-fn view(row: &Cells) -> ReservationView {
-    let payment_currency = row[13].opt_text().or(row[9].opt_text()).unwrap_or("").to_owned();
-    let money =
-        |minor: Option<i64>| minor.map(|amount_minor| MoneyBody { amount_minor, currency: payment_currency.clone() });
-    ReservationView {
-        reservation_id: row[0].text().to_owned(),
-        room_id: row[1].text().to_owned(),
-        guest_id: row[2].text().to_owned(),
-        check_in: row[3].text().to_owned(),
-        check_out: row[4].text().to_owned(),
-        guests: row[5].int(),
-        status: row[6].text().to_owned(),
-        reason: row[7].opt_text().and_then(|r| serde_json::from_str(r).ok()),
-        total_price: row[8]
-            .opt_int()
-            .map(|amount_minor| MoneyBody { amount_minor, currency: row[9].text().to_owned() }),
-        payment: PaymentPart {
-            status: row[10].text().to_owned(),
-            charged: money(row[11].opt_int()),
-            refunded: money(row[12].opt_int()).filter(|m| m.amount_minor > 0),
-        },
-        updated_at: row[14].text().to_owned(),
-        position: row[15].text().to_owned(),
+    fn try_from(row: ReservationRow) -> Result<Self, StoreError> {
+        // An amount without a currency is a row the model should never have written.
+        let money = |minor: Option<i64>, currency: Option<&str>, what: &str| match (minor, currency) {
+            (Some(amount_minor), Some(currency)) => Ok(Some(MoneyBody { amount_minor, currency: currency.to_owned() })),
+            (Some(_), None) => {
+                Err(StoreError::Decode(format!("reservation {}: {what} has no currency", row.reservation_id)))
+            }
+            (None, _) => Ok(None),
+        };
+        let payment_currency = row.money_currency();
+        let payment = PaymentPart {
+            charged: money(row.charged_minor, payment_currency, "the charge")?,
+            refunded: money(row.refunded_minor, payment_currency, "the refund")?.filter(|m| m.amount_minor > 0),
+            status: row.payment_status.clone(),
+        };
+        let total_price = money(row.total_minor, row.currency.as_deref(), "the price")?;
+        Ok(ReservationView {
+            reservation_id: row.reservation_id,
+            room_id: row.room_id,
+            guest_id: row.guest_id,
+            check_in: row.check_in,
+            check_out: row.check_out,
+            guests: row.guests,
+            status: row.status,
+            reason: row.reason,
+            total_price,
+            payment,
+            updated_at: row.updated_at,
+            position: row.position,
+        })
     }
 }
 
@@ -96,19 +104,15 @@ pub async fn get_reservation(
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationView>, ApiError> {
     let checked = until_fresh(&state.db, "reservations", &freshness).await?;
-    let table = reservations::table(state.live_version("reservations", checked).await?);
-    let rows = state
-        .db
-        .rows(&format!("SELECT {COLUMNS} FROM {table} WHERE reservation_id = $1"), &[reservation_id.to_string().into()])
-        .await?;
-    let row = rows.first().ok_or_else(|| {
+    let version = state.live_version("reservations", checked).await?;
+    let row = reservations::reservation(&state.db, version, &reservation_id.to_string()).await?.ok_or_else(|| {
         ApiError::not_found("reservation_not_found", format!("no reservation has the id {reservation_id}"))
     })?;
     let me = principal.user.as_str();
     let allowed = match principal.role {
         Role::Admin => true,
-        Role::Guest => row[2].text() == me,
-        Role::Host => row[16].text() == me,
+        Role::Guest => row.guest_id == me,
+        Role::Host => row.host_id == me,
     };
     if !allowed {
         return Err(ApiError::new(
@@ -117,7 +121,7 @@ pub async fn get_reservation(
             "only the reservation's guest, its room's host or an admin may read it",
         ));
     }
-    Ok(Json(view(row)))
+    Ok(Json(ReservationView::try_from(row)?))
 }
 
 /// `?limit` of a list.
@@ -151,19 +155,11 @@ pub async fn my_reservations(
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
     let checked = until_fresh(&state.db, "reservations", &freshness).await?;
-    let table = reservations::table(state.live_version("reservations", checked).await?);
+    let version = state.live_version("reservations", checked).await?;
     let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = state
-        .db
-        .rows(
-            &format!(
-                "SELECT {COLUMNS} FROM {table} WHERE guest_id = $1 \
-                 ORDER BY created_position_major DESC, created_position_minor DESC LIMIT $2"
-            ),
-            &[caller.principal.user.as_str().into(), limit.into()],
-        )
-        .await?;
-    Ok(Json(ReservationList { items: rows.iter().map(view).collect() }))
+    let rows = reservations::of_guest(&state.db, version, caller.principal.user.as_str(), limit).await?;
+    let items = rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(ReservationList { items }))
 }
 
 /// A message to a user.
@@ -201,27 +197,18 @@ pub async fn my_notifications(
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<NotificationList>, ApiError> {
     let checked = until_fresh(&state.db, "notifications", &freshness).await?;
-    let table = notifications::table(state.live_version("notifications", checked).await?);
+    let version = state.live_version("notifications", checked).await?;
     let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = state
-        .db
-        .rows(
-            &format!(
-                "SELECT notification_id, kind, reservation_id, room_id, message, created_at FROM {table} \
-                 WHERE recipient = $1 ORDER BY position_major DESC, position_minor DESC, kind, notification_id LIMIT $2"
-            ),
-            &[principal.user.as_str().into(), limit.into()],
-        )
-        .await?;
+    let rows = notifications::of_recipient(&state.db, version, principal.user.as_str(), limit).await?;
     let items = rows
-        .iter()
+        .into_iter()
         .map(|row| NotificationView {
-            notification_id: row[0].text().to_owned(),
-            kind: row[1].text().to_owned(),
-            reservation_id: row[2].opt_text().map(str::to_owned),
-            room_id: row[3].opt_text().map(str::to_owned),
-            message: row[4].text().to_owned(),
-            created_at: row[5].text().to_owned(),
+            notification_id: row.notification_id,
+            kind: row.kind,
+            reservation_id: row.reservation_id,
+            room_id: row.room_id,
+            message: row.message,
+            created_at: row.created_at,
         })
         .collect();
     Ok(Json(NotificationList { items }))

@@ -9,9 +9,8 @@ use stay_domain::RoomId;
 use stay_http::QueryParams;
 use stay_http::{ApiError, Problem};
 use stay_http::{IdPath, MoneyBody};
-use stay_projections::models::reviews;
-use stay_projections::models::roomview::{self, Booked};
-use stay_store::{Arg, Cells};
+use stay_projections::queries::reviews;
+use stay_projections::queries::rooms::{self, RoomRow};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::wait::{until_fresh, Freshness};
@@ -67,45 +66,45 @@ pub struct RoomView {
     position: String,
 }
 
-const COLUMNS: &str = "room_id, host_id, name, description, address, price_minor, currency, capacity, listed, \
-    pending, confirmed, cancelled, rejected, booked, charged_minor, refunded_minor, review_count, rating_sum, \
-    updated_at, position";
-
 fn money(amount_minor: i64, currency: &str) -> MoneyBody {
     MoneyBody { amount_minor, currency: currency.to_owned() }
 }
 
-fn room_view(row: &Cells) -> RoomView {
-    let currency = row[6].text();
-    let today = Utc::now().date_naive().to_string();
-    let booked: Vec<Booked> = serde_json::from_str(row[13].text()).unwrap_or_default();
-    let count = row[16].int();
-    let average_rating = (count > 0).then(|| ((row[17].int() as f64 / count as f64) * 100.0).round() / 100.0);
-    RoomView {
-        room_id: row[0].text().to_owned(),
-        host_id: row[1].text().to_owned(),
-        name: row[2].text().to_owned(),
-        description: row[3].text().to_owned(),
-        address: row[4].text().to_owned(),
-        nightly_price: money(row[5].int(), currency),
-        capacity: row[7].int(),
-        listed: row[8].int() != 0,
-        reservations: Counts {
-            pending: row[9].int(),
-            confirmed: row[10].int(),
-            cancelled: row[11].int(),
-            rejected: row[12].int(),
-        },
-        // Stays that have ended are history, not bookings.
-        booked: booked
-            .into_iter()
-            .filter(|b| b.check_out > today)
-            .map(|b| BookedStay { reservation_id: b.reservation_id, check_in: b.check_in, check_out: b.check_out })
-            .collect(),
-        payments: PaymentTotals { charged: money(row[14].int(), currency), refunded: money(row[15].int(), currency) },
-        reviews: ReviewSummary { count, average_rating },
-        updated_at: row[18].text().to_owned(),
-        position: row[19].text().to_owned(),
+impl From<RoomRow> for RoomView {
+    fn from(row: RoomRow) -> Self {
+        let today = Utc::now().date_naive().to_string();
+        let count = row.review_count;
+        let average_rating = (count > 0).then(|| ((row.rating_sum as f64 / count as f64) * 100.0).round() / 100.0);
+        RoomView {
+            nightly_price: money(row.price_minor, &row.currency),
+            payments: PaymentTotals {
+                charged: money(row.charged_minor, &row.currency),
+                refunded: money(row.refunded_minor, &row.currency),
+            },
+            room_id: row.room_id,
+            host_id: row.host_id,
+            name: row.name,
+            description: row.description,
+            address: row.address,
+            capacity: row.capacity,
+            listed: row.listed,
+            reservations: Counts {
+                pending: row.pending,
+                confirmed: row.confirmed,
+                cancelled: row.cancelled,
+                rejected: row.rejected,
+            },
+            // Stays that have ended are history, not bookings.
+            booked: row
+                .booked
+                .into_iter()
+                .filter(|b| b.check_out > today)
+                .map(|b| BookedStay { reservation_id: b.reservation_id, check_in: b.check_in, check_out: b.check_out })
+                .collect(),
+            reviews: ReviewSummary { count, average_rating },
+            updated_at: row.updated_at,
+            position: row.position,
+        }
     }
 }
 
@@ -144,21 +143,12 @@ pub async fn list_rooms(
 ) -> Result<Json<RoomPage>, ApiError> {
     let checked = until_fresh(&state.db, "roomview", &freshness).await?;
     let limit = filter.limit.unwrap_or(50).clamp(1, 500);
-    let table = roomview::table(state.live_version("roomview", checked).await?);
-    let cursor = filter.cursor.unwrap_or_default();
-    let rows = match filter.host_id {
-        Some(host) => {
-            let sql =
-                format!("SELECT {COLUMNS} FROM {table} WHERE host_id = $1 AND room_id > $2 ORDER BY room_id LIMIT $3");
-            state.db.rows(&sql, &[host.into(), cursor.into(), limit.into()]).await?
-        }
-        None => {
-            let sql = format!("SELECT {COLUMNS} FROM {table} WHERE room_id > $1 ORDER BY room_id LIMIT $2");
-            state.db.rows(&sql, &[cursor.into(), limit.into()]).await?
-        }
-    };
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r[0].text().to_owned())).flatten();
-    Ok(Json(RoomPage { items: rows.iter().map(room_view).collect(), next_cursor }))
+    let version = state.live_version("roomview", checked).await?;
+    let page =
+        rooms::RoomPage { host_id: filter.host_id.as_deref(), after: filter.cursor.as_deref().unwrap_or(""), limit };
+    let rows = rooms::rooms(&state.db, version, &page).await?;
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.room_id.clone())).flatten();
+    Ok(Json(RoomPage { items: rows.into_iter().map(RoomView::from).collect(), next_cursor }))
 }
 
 /// One room's roomview.
@@ -176,13 +166,10 @@ pub async fn get_room(
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<RoomView>, ApiError> {
     let checked = until_fresh(&state.db, "roomview", &freshness).await?;
-    let table = roomview::table(state.live_version("roomview", checked).await?);
-    let rows = state
-        .db
-        .rows(&format!("SELECT {COLUMNS} FROM {table} WHERE room_id = $1"), &[room_id.to_string().into()])
-        .await?;
-    rows.first()
-        .map(|row| Json(room_view(row)))
+    let version = state.live_version("roomview", checked).await?;
+    rooms::room(&state.db, version, &room_id.to_string())
+        .await?
+        .map(|row| Json(RoomView::from(row)))
         .ok_or_else(|| ApiError::not_found("room_not_found", format!("no room has the id {room_id}")))
 }
 
@@ -221,33 +208,21 @@ pub async fn room_reviews(
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReviewList>, ApiError> {
     let checked = until_fresh(&state.db, "reviews", &freshness).await?;
-    let rooms = roomview::table(state.live_version("roomview", None).await?);
-    let id: Arg = room_id.to_string().into();
-    if state.db.rows(&format!("SELECT 1 FROM {rooms} WHERE room_id = $1"), std::slice::from_ref(&id)).await?.is_empty()
-    {
+    let id = room_id.to_string();
+    if !rooms::exists(&state.db, state.live_version("roomview", None).await?, &id).await? {
         return Err(ApiError::not_found("room_not_found", format!("no room has the id {room_id}")));
     }
-    let table = reviews::table(state.live_version("reviews", checked).await?);
-    let rows = state
-        .db
-        .rows(
-            &format!(
-                "SELECT review_id, reservation_id, guest_id, rating, comment, reply, created_at FROM {table} \
-                 WHERE room_id = $1 ORDER BY position_major, position_minor"
-            ),
-            &[id],
-        )
-        .await?;
+    let rows = reviews::of_room(&state.db, state.live_version("reviews", checked).await?, &id).await?;
     let items = rows
-        .iter()
+        .into_iter()
         .map(|row| ReviewView {
-            review_id: row[0].text().to_owned(),
-            reservation_id: row[1].text().to_owned(),
-            guest_id: row[2].text().to_owned(),
-            rating: row[3].int(),
-            comment: row[4].text().to_owned(),
-            reply: row[5].opt_text().map(str::to_owned),
-            created_at: row[6].text().to_owned(),
+            review_id: row.review_id,
+            reservation_id: row.reservation_id,
+            guest_id: row.guest_id,
+            rating: row.rating,
+            comment: row.comment,
+            reply: row.reply,
+            created_at: row.created_at,
         })
         .collect();
     Ok(Json(ReviewList { items }))

@@ -13,7 +13,7 @@ use stay_domain::{Clock, ReservationId};
 use stay_http::auth::{require_token, Admins, Caller};
 use stay_http::QueryParams;
 use stay_http::{ApiError, JwtKeys, Problem};
-use stay_store::{CommandContext, EventStore, ExecuteError, Executor};
+use stay_store::{CommandContext, EventStore, ExecuteError, Executor, StoreError};
 use tokio::sync::Notify;
 use utoipa::openapi::OpenApi;
 use utoipa::{IntoParams, ToSchema};
@@ -82,8 +82,11 @@ pub struct SagaList {
     items: Vec<SagaSummary>,
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+/// A time kept as milliseconds since the epoch; one out of range is a broken row, not 1970.
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Decode(format!("{ms} ms since the epoch is not a time")))
 }
 
 /// Sagas, newest change first, optionally of one status.
@@ -109,16 +112,18 @@ async fn list_sagas(
     let rows = state.schedule.list(filter.status.as_deref(), limit).await?;
     let items = rows
         .into_iter()
-        .map(|row| SagaSummary {
-            reservation_id: row.saga_id.clone(),
-            saga_id: row.saga_id,
-            status: row.status,
-            step: row.step,
-            updated_at: time(row.updated_at_ms),
-            last_error: row.last_error,
-            next_attempt_at: row.due_at_ms.map(time),
+        .map(|row| {
+            Ok(SagaSummary {
+                reservation_id: row.saga_id.clone(),
+                saga_id: row.saga_id,
+                status: row.status,
+                step: row.step,
+                updated_at: time(row.updated_at_ms)?,
+                last_error: row.last_error,
+                next_attempt_at: row.due_at_ms.map(time).transpose()?,
+            })
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     Ok(Json(SagaList { items }))
 }
 
@@ -197,7 +202,7 @@ async fn saga_timeline(
         status: row.status,
         step: row.step,
         last_error: row.last_error,
-        next_attempt_at: row.due_at_ms.map(time),
+        next_attempt_at: row.due_at_ms.map(time).transpose()?,
         timeline,
     }))
 }

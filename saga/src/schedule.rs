@@ -8,7 +8,7 @@
 //! cancellation) bumps `wakes`, so the driver's "nothing to do" cannot overwrite it.
 
 use stay_store::migrate::Migration;
-use stay_store::{Arg, Cells, MigrationSet, SqlDatabase, SqlTransaction, StoreError};
+use stay_store::{Arg, MigrationSet, Row, SqlDatabase, SqlTransaction, StoreError};
 
 use crate::provider::{LedgerKind, LedgerStatus};
 
@@ -27,29 +27,29 @@ const SAGA_COLUMNS: &str = "saga_id, status, step, updated_at_ms, last_error, du
 const LEDGER_COLUMNS: &str =
     "entry_id, entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref";
 
-fn saga_row(row: &Cells) -> SagaRow {
-    SagaRow {
-        saga_id: row[0].text().to_owned(),
-        status: row[1].text().to_owned(),
-        step: row[2].text().to_owned(),
-        updated_at_ms: row[3].int(),
-        last_error: row[4].opt_text().map(str::to_owned),
-        due_at_ms: row[5].opt_int(),
-    }
+fn saga_row(row: &Row) -> Result<SagaRow, StoreError> {
+    Ok(SagaRow {
+        saga_id: row.text("saga_id")?,
+        status: row.text("status")?,
+        step: row.text("step")?,
+        updated_at_ms: row.int("updated_at_ms")?,
+        last_error: row.opt_text("last_error")?,
+        due_at_ms: row.opt_int("due_at_ms")?,
+    })
 }
 
-fn ledger_row(row: &Cells) -> LedgerRow {
-    LedgerRow {
-        entry_id: row[0].int(),
-        entry_key: row[1].text().to_owned(),
-        payment_id: row[2].text().to_owned(),
-        reservation_id: row[3].text().to_owned(),
-        kind: row[4].text().to_owned(),
-        amount_minor: row[5].int(),
-        currency: row[6].text().to_owned(),
-        status: row[7].text().to_owned(),
-        provider_ref: row[8].opt_text().map(str::to_owned),
-    }
+fn ledger_row(row: &Row) -> Result<LedgerRow, StoreError> {
+    Ok(LedgerRow {
+        entry_id: row.int("entry_id")?,
+        entry_key: row.text("entry_key")?,
+        payment_id: row.text("payment_id")?,
+        reservation_id: row.text("reservation_id")?,
+        kind: row.text("kind")?,
+        amount_minor: row.int("amount_minor")?,
+        currency: row.text("currency")?,
+        status: row.text("status")?,
+        provider_ref: row.opt_text("provider_ref")?,
+    })
 }
 
 /// An instance claimed for driving.
@@ -185,7 +185,7 @@ impl Schedule {
         );
         let args: [Arg; 4] = [owner.into(), (now_ms + lease_ms).into(), now_ms.into(), limit.into()];
         let rows = self.db.rows(&sql, &args).await?;
-        Ok(rows.iter().map(|row| Claimed { saga_id: row[0].text().to_owned(), wakes: row[1].int() }).collect())
+        rows.iter().map(|row| Ok(Claimed { saga_id: row.text("saga_id")?, wakes: row.int("wakes")? })).collect()
     }
 
     /// Extends `owner`'s lease; false when it was lost (expired and taken by another driver).
@@ -236,12 +236,15 @@ impl Schedule {
         let rows = self
             .db
             .rows(
-                "SELECT MIN(CASE WHEN lease_until_ms < $1 THEN due_at_ms ELSE lease_until_ms END) \
+                "SELECT MIN(CASE WHEN lease_until_ms < $1 THEN due_at_ms ELSE lease_until_ms END) AS next_due \
                  FROM saga_instances WHERE due_at_ms IS NOT NULL",
                 &[now_ms.into()],
             )
             .await?;
-        Ok(rows.first().and_then(|row| row[0].opt_int()))
+        match rows.first() {
+            Some(row) => row.opt_int("next_due"),
+            None => Ok(None),
+        }
     }
 
     /// Instances with `status` (or all), newest first, at most `limit`.
@@ -259,19 +262,19 @@ impl Schedule {
                 self.db.rows(&sql, &[limit.into()]).await?
             }
         };
-        Ok(rows.iter().map(saga_row).collect())
+        rows.iter().map(saga_row).collect()
     }
 
     /// One instance's row.
     pub async fn get(&self, saga_id: &str) -> Result<Option<SagaRow>, StoreError> {
         let sql = format!("SELECT {SAGA_COLUMNS} FROM saga_instances WHERE saga_id = $1");
-        Ok(self.db.rows(&sql, &[saga_id.into()]).await?.first().map(saga_row))
+        self.db.rows(&sql, &[saga_id.into()]).await?.first().map(saga_row).transpose()
     }
 
     /// How many instances are in each status.
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = self.db.rows("SELECT status, COUNT(*) FROM saga_instances GROUP BY status", &[]).await?;
-        Ok(rows.iter().map(|row| (row[0].text().to_owned(), row[1].int())).collect())
+        let rows = self.db.rows("SELECT status, COUNT(*) AS count FROM saga_instances GROUP BY status", &[]).await?;
+        rows.iter().map(|row| Ok((row.text("status")?, row.int("count")?))).collect()
     }
 
     /// Records (or updates) a provider call in the ledger.
@@ -334,7 +337,7 @@ impl Schedule {
                 self.db.rows(&sql, &[cursor.into(), limit.into()]).await?
             }
         };
-        Ok(rows.iter().map(ledger_row).collect())
+        rows.iter().map(ledger_row).collect()
     }
 }
 

@@ -34,5 +34,5 @@ pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorCo
 pub use executors::Executors;
 pub use migrate::{Migration, MigrationSet, STORE_MIGRATIONS};
 pub use position::Position;
-pub use sql::{Arg, Cell, Cells};
+pub use sql::{Arg, Cell, Row};
 pub use store::{Backend, EventStore, StoreOptions, StoreUrl};

@@ -1,12 +1,16 @@
 //! Portable statements over a [`SqlDatabase`] or [`SqlTransaction`]: one SQL text (PostgreSQL's
-//! `$1` placeholders, rewritten for SQLite), arguments and cells of two kinds, text and integer.
+//! `$1` placeholders, rewritten for SQLite), arguments and cells of a few kinds (text, integer,
+//! bytes), and rows read by column name. A value of any other type, or of another type than the
+//! one asked for, is an error: never a silent 0, `""` or empty list.
 //!
 //! The components that keep tables beside the log (read models, the saga's schedule) write the
 //! same SQL for both databases; this keeps them from writing every statement twice.
 
+use std::sync::Arc;
+
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Row as _, TypeInfo, ValueRef};
 
 use crate::checkpoint::{SqlDatabase, SqlTransaction};
 use crate::error::StoreError;
@@ -76,51 +80,95 @@ pub enum Cell {
 }
 
 impl Cell {
-    /// The text, or "" for anything else.
-    pub fn text(&self) -> &str {
+    fn kind(&self) -> &'static str {
         match self {
-            Cell::Text(text) => text,
-            _ => "",
-        }
-    }
-
-    /// The text, if the cell is text.
-    pub fn opt_text(&self) -> Option<&str> {
-        match self {
-            Cell::Text(text) => Some(text),
-            _ => None,
-        }
-    }
-
-    /// The integer, or 0 for anything else.
-    pub fn int(&self) -> i64 {
-        match self {
-            Cell::Int(value) => *value,
-            Cell::Text(text) => text.parse().unwrap_or(0),
-            Cell::Bytes(_) | Cell::Null => 0,
-        }
-    }
-
-    /// The bytes, if the cell holds bytes (or text, as its UTF-8).
-    pub fn opt_bytes(&self) -> Option<Vec<u8>> {
-        match self {
-            Cell::Bytes(bytes) => Some(bytes.clone()),
-            Cell::Text(text) => Some(text.as_bytes().to_vec()),
-            _ => None,
-        }
-    }
-
-    /// The integer, if the cell is one.
-    pub fn opt_int(&self) -> Option<i64> {
-        match self {
-            Cell::Int(value) => Some(*value),
-            _ => None,
+            Cell::Text(_) => "text",
+            Cell::Int(_) => "an integer",
+            Cell::Bytes(_) => "bytes",
+            Cell::Null => "NULL",
         }
     }
 }
 
-/// A result row.
-pub type Cells = Vec<Cell>;
+/// A result row: its cells, read by column name and type. A cell that is not of the type asked
+/// for is an error, never a default: a read model that cannot read its own row must say so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    columns: Arc<[String]>,
+    cells: Vec<Cell>,
+}
+
+impl Row {
+    /// A row of these cells under these column names.
+    pub fn new(columns: Arc<[String]>, cells: Vec<Cell>) -> Self {
+        Self { columns, cells }
+    }
+
+    /// The cell of `column`.
+    pub fn cell(&self, column: &str) -> Result<&Cell, StoreError> {
+        self.columns.iter().position(|name| name == column).and_then(|i| self.cells.get(i)).ok_or_else(|| {
+            StoreError::Decode(format!("the row has no column `{column}` (it has {})", self.columns.join(", ")))
+        })
+    }
+
+    fn wrong(column: &str, wanted: &str, cell: &Cell) -> StoreError {
+        StoreError::Decode(format!("column `{column}`: expected {wanted}, found {}", cell.kind()))
+    }
+
+    /// The text of `column`; anything else (NULL included) is an error.
+    pub fn text(&self, column: &str) -> Result<String, StoreError> {
+        match self.cell(column)? {
+            Cell::Text(text) => Ok(text.clone()),
+            other => Err(Self::wrong(column, "text", other)),
+        }
+    }
+
+    /// The text of `column`, or `None` for NULL; anything else is an error.
+    pub fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        match self.cell(column)? {
+            Cell::Text(text) => Ok(Some(text.clone())),
+            Cell::Null => Ok(None),
+            other => Err(Self::wrong(column, "text or NULL", other)),
+        }
+    }
+
+    /// The integer of `column`; anything else (NULL included) is an error.
+    pub fn int(&self, column: &str) -> Result<i64, StoreError> {
+        match self.cell(column)? {
+            Cell::Int(value) => Ok(*value),
+            other => Err(Self::wrong(column, "an integer", other)),
+        }
+    }
+
+    /// The integer of `column`, or `None` for NULL; anything else is an error.
+    pub fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        match self.cell(column)? {
+            Cell::Int(value) => Ok(Some(*value)),
+            Cell::Null => Ok(None),
+            other => Err(Self::wrong(column, "an integer or NULL", other)),
+        }
+    }
+
+    /// The bytes of `column`, or `None` for NULL; anything else is an error.
+    pub fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.cell(column)? {
+            Cell::Bytes(bytes) => Ok(Some(bytes.clone())),
+            Cell::Null => Ok(None),
+            other => Err(Self::wrong(column, "bytes or NULL", other)),
+        }
+    }
+
+    /// `column` as a JSON document of type `T` (stored as text).
+    pub fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Result<T, StoreError> {
+        let text = self.text(column)?;
+        serde_json::from_str(&text).map_err(|err| StoreError::Decode(format!("column `{column}`: {err}")))
+    }
+
+    /// The cells, in column order (for comparing whole rows).
+    pub fn cells(&self) -> &[Cell] {
+        &self.cells
+    }
+}
 
 /// PostgreSQL placeholders (`$1`) as SQLite's numbered ones (`?1`).
 pub fn for_sqlite(sql: &str) -> String {
@@ -143,42 +191,65 @@ macro_rules! bind_all {
     }};
 }
 
-fn sqlite_cells(row: &SqliteRow) -> Cells {
-    (0..row.len())
-        .map(|i| {
-            if let Ok(Some(value)) = row.try_get::<Option<i64>, _>(i) {
-                return Cell::Int(value);
-            }
-            match row.try_get::<Option<String>, _>(i) {
-                Ok(Some(text)) => Cell::Text(text),
-                Ok(None) => Cell::Null,
-                Err(_) => match row.try_get::<Option<Vec<u8>>, _>(i) {
-                    Ok(Some(bytes)) => Cell::Bytes(bytes),
-                    _ => Cell::Null,
-                },
-            }
+fn columns<R: sqlx::Row>(row: Option<&R>) -> Arc<[String]> {
+    use sqlx::Column;
+    row.map(|row| row.columns().iter().map(|c| c.name().to_owned()).collect::<Vec<_>>()).unwrap_or_default().into()
+}
+
+fn sqlite_rows(rows: &[SqliteRow]) -> Result<Vec<Row>, StoreError> {
+    let names = columns(rows.first());
+    rows.iter()
+        .map(|row| {
+            let cells = (0..row.len())
+                .map(|i| {
+                    let raw = row.try_get_raw(i)?;
+                    if raw.is_null() {
+                        return Ok(Cell::Null);
+                    }
+                    // SQLite types values, not columns: read each by its own storage class.
+                    let class = raw.type_info().name().to_owned();
+                    match class.as_str() {
+                        "INTEGER" => Ok(Cell::Int(row.try_get(i)?)),
+                        "TEXT" => Ok(Cell::Text(row.try_get(i)?)),
+                        "BLOB" => Ok(Cell::Bytes(row.try_get(i)?)),
+                        other => Err(unsupported(&names, i, other)),
+                    }
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Row::new(names.clone(), cells))
         })
         .collect()
 }
 
-fn postgres_cells(row: &PgRow) -> Cells {
-    (0..row.len())
-        .map(|i| {
-            if let Ok(value) = row.try_get::<Option<String>, _>(i) {
-                return value.map_or(Cell::Null, Cell::Text);
-            }
-            if let Ok(value) = row.try_get::<Option<i64>, _>(i) {
-                return value.map_or(Cell::Null, Cell::Int);
-            }
-            if let Ok(value) = row.try_get::<Option<i32>, _>(i) {
-                return value.map_or(Cell::Null, |v| Cell::Int(i64::from(v)));
-            }
-            match row.try_get::<Option<Vec<u8>>, _>(i) {
-                Ok(Some(bytes)) => Cell::Bytes(bytes),
-                _ => Cell::Null,
-            }
+fn postgres_rows(rows: &[PgRow]) -> Result<Vec<Row>, StoreError> {
+    let names = columns(rows.first());
+    rows.iter()
+        .map(|row| {
+            let cells = (0..row.len())
+                .map(|i| {
+                    let raw = row.try_get_raw(i)?;
+                    if raw.is_null() {
+                        return Ok(Cell::Null);
+                    }
+                    let kind = raw.type_info().name().to_owned();
+                    match kind.as_str() {
+                        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Ok(Cell::Text(row.try_get(i)?)),
+                        "INT8" => Ok(Cell::Int(row.try_get(i)?)),
+                        "INT4" => Ok(Cell::Int(i64::from(row.try_get::<i32, _>(i)?))),
+                        "INT2" => Ok(Cell::Int(i64::from(row.try_get::<i16, _>(i)?))),
+                        "BYTEA" => Ok(Cell::Bytes(row.try_get(i)?)),
+                        other => Err(unsupported(&names, i, other)),
+                    }
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Row::new(names.clone(), cells))
         })
         .collect()
+}
+
+fn unsupported(names: &[String], i: usize, kind: &str) -> StoreError {
+    let column = names.get(i).map_or("?", String::as_str);
+    StoreError::Decode(format!("column `{column}` has the type {kind}, which portable statements do not read"))
 }
 
 impl SqlTransaction {
@@ -194,14 +265,14 @@ impl SqlTransaction {
     }
 
     /// Runs a query; answers its rows.
-    pub async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Cells>, StoreError> {
+    pub async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, StoreError> {
         Ok(match self {
             SqlTransaction::Sqlite(tx) => {
                 let sql = for_sqlite(sql);
-                bind_all!(sqlx::query(&sql), args).fetch_all(&mut **tx).await?.iter().map(sqlite_cells).collect()
+                sqlite_rows(&bind_all!(sqlx::query(&sql), args).fetch_all(&mut **tx).await?)?
             }
             SqlTransaction::Postgres(tx) => {
-                bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await?.iter().map(postgres_cells).collect()
+                postgres_rows(&bind_all!(sqlx::query(sql), args).fetch_all(&mut **tx).await?)?
             }
         })
     }
@@ -234,15 +305,62 @@ impl SqlDatabase {
     }
 
     /// Runs a query; answers its rows.
-    pub async fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Cells>, StoreError> {
+    pub async fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, StoreError> {
         Ok(match self {
             SqlDatabase::Sqlite(pool) => {
                 let sql = for_sqlite(sql);
-                bind_all!(sqlx::query(&sql), args).fetch_all(pool).await?.iter().map(sqlite_cells).collect()
+                sqlite_rows(&bind_all!(sqlx::query(&sql), args).fetch_all(pool).await?)?
             }
-            SqlDatabase::Postgres(pool) => {
-                bind_all!(sqlx::query(sql), args).fetch_all(pool).await?.iter().map(postgres_cells).collect()
-            }
+            SqlDatabase::Postgres(pool) => postgres_rows(&bind_all!(sqlx::query(sql), args).fetch_all(pool).await?)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreUrl;
+
+    async fn database() -> (tempfile::TempDir, SqlDatabase) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = SqlDatabase::open(&StoreUrl::Sqlite(dir.path().join("read.db"))).await.expect("open");
+        db.run("CREATE TABLE t (id TEXT PRIMARY KEY, n BIGINT, note TEXT, data BLOB)", &[]).await.expect("create");
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn rows_are_read_by_column_name_and_type() {
+        let (_dir, db) = database().await;
+        let args = ["a".into(), 7.into(), Arg::Null, Arg::Bytes(vec![1, 2])];
+        db.run("INSERT INTO t (id, n, note, data) VALUES ($1, $2, $3, $4)", &args).await.expect("insert");
+        let rows = db.rows("SELECT id, n, note, data FROM t", &[]).await.expect("read");
+        let row = &rows[0];
+        assert_eq!(row.text("id").expect("id"), "a");
+        assert_eq!(row.int("n").expect("n"), 7);
+        assert_eq!(row.opt_text("note").expect("note"), None);
+        assert_eq!(row.opt_bytes("data").expect("data"), Some(vec![1, 2]));
+    }
+
+    #[tokio::test]
+    async fn a_cell_of_another_type_is_an_error_not_a_default() {
+        let (_dir, db) = database().await;
+        db.run("INSERT INTO t (id, n, note) VALUES ($1, $2, $3)", &["a".into(), Arg::NullInt, "x".into()])
+            .await
+            .expect("insert");
+        let rows = db.rows("SELECT id, n, note FROM t", &[]).await.expect("read");
+        let row = &rows[0];
+        assert!(matches!(row.int("id"), Err(StoreError::Decode(_))), "text read as an integer");
+        assert!(matches!(row.int("n"), Err(StoreError::Decode(_))), "NULL read as an integer");
+        assert!(matches!(row.text("n"), Err(StoreError::Decode(_))), "NULL read as text");
+        assert!(matches!(row.text("missing"), Err(StoreError::Decode(_))), "a column the row lacks");
+        assert!(matches!(row.json::<Vec<i64>>("note"), Err(StoreError::Decode(_))), "text that is not JSON");
+        assert_eq!(row.opt_int("n").expect("NULL is None"), None);
+    }
+
+    #[tokio::test]
+    async fn a_type_portable_statements_do_not_read_is_an_error() {
+        let (_dir, db) = database().await;
+        let read = db.rows("SELECT 1.5 AS ratio", &[]).await;
+        assert!(matches!(read, Err(StoreError::Decode(message)) if message.contains("ratio")));
     }
 }

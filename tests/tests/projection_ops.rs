@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{Days, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
-use stay_store::{Cells, SqlDatabase};
+use stay_store::{Row, SqlDatabase};
 use stay_tests::{Backend, StayServer};
 
 const MODELS: [(&str, &[&str]); 5] = [
@@ -163,7 +163,7 @@ async fn live_versions(server: &StayServer) -> Vec<(String, i64)> {
         .collect()
 }
 
-async fn rows(db: &SqlDatabase, table: &str) -> Vec<Cells> {
+async fn rows(db: &SqlDatabase, table: &str) -> Vec<Row> {
     db.rows(&format!("SELECT * FROM {table} ORDER BY 1"), &[]).await.expect("read a read-model table")
 }
 

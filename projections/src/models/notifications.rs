@@ -39,9 +39,8 @@ impl Notifications {
         let rows = tx
             .rows(&format!("SELECT host_id, name FROM {} WHERE room_id = $1", rooms_table(v)), &[room_id.into()])
             .await?;
-        rows.first()
-            .map(|row| (row[0].text().to_owned(), row[1].text().to_owned()))
-            .ok_or_else(|| ApplyError::Poison(format!("room {room_id} was never registered")))
+        let row = rows.first().ok_or_else(|| ApplyError::Poison(format!("room {room_id} was never registered")))?;
+        Ok((row.text("host_id")?, row.text("name")?))
     }
 
     async fn send(

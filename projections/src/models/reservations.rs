@@ -103,8 +103,9 @@ impl ReadModel for Reservations {
                         )
                         .await?
                         .first()
-                        .map(|row| row[0].text().to_owned())
-                        .unwrap_or_default();
+                        .map(|row| row.text("host_id"))
+                        .transpose()?
+                        .ok_or_else(|| ApplyError::Poison(format!("room {room_id} was never registered")))?;
                     let [at, position] = stamp(event);
                     tx.run(
                         &format!(

@@ -72,7 +72,8 @@ impl RoomView {
                 &[reservation_id.into()],
             )
             .await?;
-        Ok(rows.first().map(|row| (row[0].text().to_owned(), row[1].text().to_owned())))
+        let Some(row) = rows.first() else { return Ok(None) };
+        Ok(Some((row.text("room_id")?, row.text("status")?)))
     }
 
     async fn set_status(
@@ -92,8 +93,10 @@ impl RoomView {
 
     async fn booked(&self, tx: &mut SqlTransaction, v: i64, room_id: &str) -> Result<Vec<Booked>, ApplyError> {
         let rows = tx.rows(&format!("SELECT booked FROM {} WHERE room_id = $1", table(v)), &[room_id.into()]).await?;
-        let text = rows.first().map(|row| row[0].text().to_owned()).unwrap_or_default();
-        Ok(serde_json::from_str(&text).unwrap_or_default())
+        let row = rows.first().ok_or_else(|| ApplyError::Poison(format!("room {room_id} was never registered")))?;
+        let text = row.text("booked")?;
+        serde_json::from_str(&text)
+            .map_err(|err| ApplyError::Poison(format!("room {room_id}'s booked stays cannot be read: {err}")))
     }
 
     async fn room_event(&self, tx: &mut SqlTransaction, v: i64, event: &RecordedEvent) -> Result<(), ApplyError> {
