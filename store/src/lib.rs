@@ -9,6 +9,7 @@
 //!   their checkpoint in one transaction.
 //! - [`migrate`] — our own embedded migrations, one list per owning component.
 
+pub mod backoff;
 pub mod checkpoint;
 pub mod clock;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod store;
 #[cfg(feature = "eventstoredb")]
 pub mod eventstoredb;
 
+pub use backoff::Backoff;
 pub use checkpoint::{SqlDatabase, SqlTransaction, CHECKPOINT_MIGRATIONS};
 pub use clock::SystemClock;
 pub use error::StoreError;
