@@ -17,6 +17,7 @@ use stay_domain::{
 };
 use stay_store::{Append, CommandContext, EventStore, Executor, ExecutorConfig, NewEvent, StoreOptions, SystemClock};
 
+use crate::output;
 use crate::settings::StoreArgs;
 
 /// Arguments of `stay load`.
@@ -134,15 +135,21 @@ async fn stream_length(args: StreamLengthArgs) -> anyhow::Result<()> {
     } else {
         println!("store: {} ({url})", store.kind());
         println!("long room: {} events appended in {:.1?}; {} commands per case", args.events, grown_in, args.commands);
-        println!("{:<28} {:>10} {:>10} {:>10}", "case", "mean", "p50", "p99");
+        let mut table = output::table(&["case", "mean", "p50", "p99"], &["mean", "p50", "p99"]);
         for (name, t) in [
             ("warm, long stream", &warm_long),
             ("warm, fresh stream", &warm_fresh),
             ("cold, long stream", &cold_long),
             ("cold, fresh stream", &cold_fresh),
         ] {
-            println!("{name:<28} {:>10.1?} {:>10.1?} {:>10.1?}", t.mean, t.p50, t.p99);
+            table.add_row(vec![
+                name.to_owned(),
+                format!("{:.1?}", t.mean),
+                format!("{:.1?}", t.p50),
+                format!("{:.1?}", t.p99),
+            ]);
         }
+        println!("{table}");
         println!(
             "long / fresh (mean): warm {:.2}x, cold {:.2}x",
             ratio(&warm_long, &warm_fresh),

@@ -13,6 +13,7 @@ use clap::Args;
 use stay_domain::UserId;
 use stay_http::{JwtKeys, Role};
 
+use crate::output;
 use crate::settings::SecretArgs;
 
 /// Arguments of `stay load queries`.
@@ -149,17 +150,21 @@ pub async fn run(args: QueriesArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{report}");
     } else {
+        let mut table = output::table(
+            &["route", "requests", "per s", "p50 ms", "p99 ms", "max ms"],
+            &["requests", "per s", "p50 ms", "p99 ms", "max ms"],
+        );
         for route in report["routes"].as_array().into_iter().flatten() {
-            println!(
-                "{:<28} {:>8} req {:>8}/s  p50 {:>7} ms  p99 {:>7} ms  max {:>7} ms",
-                route["route"].as_str().unwrap_or(""),
-                route["requests"],
-                route["per_second"],
-                route["p50_ms"],
-                route["p99_ms"],
-                route["max_ms"]
-            );
+            table.add_row(vec![
+                route["route"].as_str().unwrap_or("").to_owned(),
+                route["requests"].to_string(),
+                route["per_second"].to_string(),
+                route["p50_ms"].to_string(),
+                route["p99_ms"].to_string(),
+                route["max_ms"].to_string(),
+            ]);
         }
+        println!("{table}");
         println!("errors: {errors}");
     }
     Ok(())

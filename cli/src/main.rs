@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod load;
 mod load_queries;
 mod migrate;
+mod output;
 mod payment_sim;
 mod projections;
 mod saga;
@@ -46,7 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("STAY_LOG")
-        .unwrap_or_else(|_| "warn,stay=info,stay_http=info,stay_command_api=info,stay_store=info".into());
+        .unwrap_or_else(|_| "warn,stay=info,stay_http=info,stay_command_api=info,stay_query_api=info,stay_store=info,stay_saga=info,stay_projections=info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // STAY_LOG_FORMAT=json: one JSON object per line, for log collectors.
     if std::env::var("STAY_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {

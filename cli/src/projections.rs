@@ -4,7 +4,7 @@
 //! caught up. The projector of a running `stay serve` does the work when one holds the model's
 //! lease; otherwise this command runs the model's worker itself until the switch.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use stay_projections::{models, Projector, ReadModel, RunnerConfig};
 use stay_store::{EventStore, Position, SqlDatabase, StoreOptions};
 use tokio::sync::watch;
 
+use crate::output;
 use crate::settings::StoreArgs;
 
 /// Arguments of `stay projections`.
@@ -86,26 +87,27 @@ async fn status(store: &EventStore, db: &SqlDatabase, all: &[Arc<dyn ReadModel>]
         println!("{}", serde_json::to_string(&list)?);
         return Ok(());
     }
-    println!(
-        "{:<14} {:>7} {:>12} {:>10} {:>9}  {:<12} {:>7}  rebuild",
-        "name", "version", "position", "lag", "lag_ms", "status", "parked"
+    let mut table = output::table(
+        &["name", "version", "position", "lag", "lag ms", "status", "parked", "rebuild"],
+        &["version", "position", "lag", "lag ms", "parked"],
     );
     for p in list {
         let rebuild = p
             .rebuild
             .map(|r| format!("v{} at {} ({} behind)", r.version, r.position, r.lag_events))
             .unwrap_or_default();
-        println!(
-            "{:<14} {:>7} {:>12} {:>10} {:>9}  {:<12} {:>7}  {rebuild}",
+        table.add_row(vec![
             p.name,
-            p.version,
+            p.version.to_string(),
             p.position,
-            p.lag_events,
-            p.lag_ms,
+            p.lag_events.to_string(),
+            p.lag_ms.to_string(),
             p.status,
-            p.dead_letters.len()
-        );
+            p.dead_letters.len().to_string(),
+            rebuild,
+        ]);
     }
+    println!("{table}");
     Ok(())
 }
 
@@ -149,6 +151,7 @@ async fn rebuild(
     let head = store.head().await?;
     let total = count_events(&store, head).await?;
     let terminal = std::io::stdout().is_terminal() && !json;
+    let bar = terminal.then(|| output::event_bar(total, format!("{name} v{target}")));
     let mut last_line = Instant::now();
     loop {
         let versions = versions(&db, name).await?;
@@ -157,16 +160,8 @@ async fn rebuild(
         // Counting costs reads; a --json run (used for benchmarks) only watches for the switch.
         let applied =
             if done || json { total } else { total.saturating_sub(count_events_until(&store, at, head).await?) };
-        if terminal {
-            let fraction = if total == 0 { 1.0 } else { applied as f64 / total as f64 };
-            let filled = (fraction * 30.0).round() as usize;
-            print!(
-                "\r{name} v{target} [{}{}] {:>3}% {applied}/{total} events",
-                "#".repeat(filled),
-                ".".repeat(30 - filled.min(30)),
-                (fraction * 100.0) as u32
-            );
-            let _ = std::io::stdout().flush();
+        if let Some(bar) = &bar {
+            bar.set_position(applied);
         } else if !json && (done || last_line.elapsed() >= Duration::from_secs(1)) {
             last_line = Instant::now();
             println!("{name} v{target}: {applied}/{total} events, at {at}");
@@ -188,8 +183,8 @@ async fn rebuild(
             serde_json::json!({"name": name, "version": target, "events": total, "seconds": seconds, "events_per_second": rate.round()})
         );
     } else {
-        if terminal {
-            println!();
+        if let Some(bar) = bar {
+            bar.finish();
         }
         println!("{name}: version {target} is live ({total} events in {seconds:.1} s, {rate:.0} events/s)");
     }

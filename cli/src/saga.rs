@@ -9,6 +9,7 @@ use serde_json::Value;
 use stay_domain::UserId;
 use stay_http::{JwtKeys, Role};
 
+use crate::output;
 use crate::settings::SecretArgs;
 
 /// Arguments of `stay saga`.
@@ -102,16 +103,19 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
                 println!("{list}");
                 return Ok(());
             }
+            let mut table = output::table(&["saga", "status", "step", "updated", "last error"], &[]);
             for saga in list["items"].as_array().into_iter().flatten() {
-                println!(
-                    "{}  {:<12} {:<22} {}  {}",
-                    saga["saga_id"].as_str().unwrap_or(""),
-                    saga["status"].as_str().unwrap_or(""),
-                    saga["step"].as_str().unwrap_or(""),
-                    saga["updated_at"].as_str().unwrap_or(""),
-                    saga["last_error"].as_str().unwrap_or("")
-                );
+                // An absent optional field (no last error) shows as an empty cell.
+                let cell = |name: &str| saga[name].as_str().unwrap_or("").to_owned();
+                table.add_row(vec![
+                    cell("saga_id"),
+                    cell("status"),
+                    cell("step"),
+                    cell("updated_at"),
+                    cell("last_error"),
+                ]);
             }
+            println!("{table}");
         }
         SagaCommand::Show { id, server } => {
             let saga = server.call(reqwest::Method::GET, &format!("/v1/admin/sagas/{id}")).await?;
@@ -128,19 +132,21 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
             if let Some(error) = saga["last_error"].as_str() {
                 println!("last error: {error}");
             }
+            let mut table = output::table(&["at", "#", "event", "step", "detail", "position"], &["#"]);
             for entry in saga["timeline"].as_array().into_iter().flatten() {
                 let detail = &entry["detail"];
                 let step = detail["step"].as_str().unwrap_or("");
                 let what = detail.get("outcome").or_else(|| detail.get("reason")).or_else(|| detail.get("error"));
-                println!(
-                    "{}  #{:<3} {:<20} {:<22} {}",
-                    entry["at"].as_str().unwrap_or(""),
-                    entry["sequence"],
-                    entry["event_type"].as_str().unwrap_or(""),
-                    step,
-                    what.map(Value::to_string).unwrap_or_default()
-                );
+                table.add_row(vec![
+                    entry["at"].as_str().unwrap_or("").to_owned(),
+                    entry["sequence"].to_string(),
+                    entry["event_type"].as_str().unwrap_or("").to_owned(),
+                    step.to_owned(),
+                    what.map(Value::to_string).unwrap_or_default(),
+                    entry["position"].as_str().unwrap_or("").to_owned(),
+                ]);
             }
+            println!("{table}");
         }
         SagaCommand::Retry { id, server } => resume(&server, &id, "retry").await?,
         SagaCommand::Skip { id, server } => resume(&server, &id, "skip").await?,

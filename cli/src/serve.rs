@@ -30,6 +30,7 @@ use stay_saga::schedule::Schedule;
 use stay_saga::worker::SagaWorker;
 use stay_store::{EventStore, Executor, ExecutorConfig, Executors, StoreOptions, SystemClock};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::settings::{component_migrations, SecretArgs, StoreArgs};
 
@@ -288,24 +289,12 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains requests in flight for up to the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let (stopping_tx, mut stopping_rx) = watch::channel(false);
         let workers = self.saga.map(|saga| tokio::spawn(saga.run(stopping_rx.clone())));
         let projector = self.projector.map(|projector| tokio::spawn(projector.run(stopping_rx.clone())));
-        if let Some((keys, retention)) = self.purge {
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(600));
-                loop {
-                    every.tick().await;
-                    match keys.purge(retention).await {
-                        Ok(0) => {}
-                        Ok(forgotten) => {
-                            tracing::info!(forgotten, "forgot answered idempotency keys past their retention")
-                        }
-                        Err(err) => tracing::warn!(error = %err, "could not forget old idempotency keys"),
-                    }
-                }
-            });
-        }
+        let purge = self
+            .purge
+            .map(|(keys, retention)| tokio::spawn(purge_idempotency_keys(keys, retention, stopping_rx.clone())));
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing requests in flight");
@@ -327,6 +316,9 @@ impl Application {
             if let Some(projector) = projector {
                 let _ = projector.await;
             }
+            if let Some(purge) = purge {
+                let _ = purge.await;
+            }
             anyhow::Ok(())
         };
         tokio::select! {
@@ -335,6 +327,22 @@ impl Application {
                 tracing::warn!(grace = ?grace, "work still in flight after the grace period; stopping anyway");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Forgets answered idempotency keys past their retention, every ten minutes, until the server stops.
+async fn purge_idempotency_keys(keys: IdempotencyStore, retention: Duration, mut stopping: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        }
+        match keys.purge(retention).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(forgotten, "forgot answered idempotency keys past their retention"),
+            Err(err) => tracing::warn!(error = %err, "could not forget old idempotency keys"),
         }
     }
 }
@@ -395,4 +403,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     app.run(shutdown_signal()).await?;
     println!("stay: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use stay_command_api::IDEMPOTENCY_MIGRATIONS;
+    use stay_store::{SqlDatabase, StoreUrl};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_idempotency_purge_stops_with_the_server() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = SqlDatabase::open(&StoreUrl::Sqlite(dir.path().join("read.db"))).await.expect("open");
+        db.migrate(&IDEMPOTENCY_MIGRATIONS).await.expect("migrate");
+        let (stopping_tx, stopping_rx) = watch::channel(false);
+        let purge =
+            tokio::spawn(purge_idempotency_keys(IdempotencyStore::new(db), Duration::from_secs(1), stopping_rx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!purge.is_finished(), "it runs while the server does");
+        stopping_tx.send(true).expect("the purge listens");
+        tokio::time::timeout(Duration::from_secs(2), purge).await.expect("stops at once").expect("no panic");
+    }
 }

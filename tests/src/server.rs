@@ -1,13 +1,13 @@
 //! A real `stay serve` for black-box tests: its own port, data directory and (on PostgreSQL) database.
 //!
-//! The binary is the workspace's `target/<profile>/stay`, which `cargo test --workspace` builds
-//! (or `STAY_BIN`). The server's logs go to `server.log` in its data directory and are printed
+//! The binary is the workspace's `target/<profile>/stay`, built afresh by the first test that
+//! needs it (see [`stay_binary`]), or `STAY_BIN`. The server's logs go to `server.log` in its data directory and are printed
 //! when a test fails to start it.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -29,21 +29,45 @@ pub enum Backend {
     Postgres,
 }
 
-/// The `stay` binary under test.
+/// The `stay` binary under test, built from the sources as they are now (or `STAY_BIN`).
+///
+/// The first call in a test process runs the README's build (`cargo test --workspace
+/// --all-features --no-run`, in the profile these tests run in): a no-op when the tests were
+/// started by that same command, and otherwise the build that makes `target/<profile>/stay`
+/// match the sources, so no test ever starts a stale binary. The same command, rather than
+/// `cargo build -p stay-cli`, keeps one set of dependency features in the target directory.
 pub fn stay_binary() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     if let Ok(path) = std::env::var("STAY_BIN") {
         return PathBuf::from(path);
     }
+    match BUILT.get_or_init(build_stay) {
+        Ok(path) => path.clone(),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+fn build_stay() -> Result<PathBuf, String> {
     // Test executables live in target/<profile>/deps; the binary one level up.
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test executable: {e}"))?;
+    let profile_dir =
+        exe.parent().and_then(Path::parent).ok_or("the test executable is not in target/<profile>/deps")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("the tests crate has no workspace")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(&cargo);
+    build.current_dir(workspace).args(["test", "--workspace", "--all-features", "--no-run", "--quiet"]);
+    if profile_dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().map_err(|e| format!("cannot run {cargo} to build stay: {e}"))?;
+    if !status.success() {
+        return Err(format!("building stay failed ({status}); see the cargo output above"));
+    }
     let binary = profile_dir.join(format!("stay{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or set STAY_BIN",
-        binary.display()
-    );
-    binary
+    if !binary.exists() {
+        return Err(format!("{} is missing after the build", binary.display()));
+    }
+    Ok(binary)
 }
 
 /// An answer from the server.

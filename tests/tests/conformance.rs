@@ -410,8 +410,3 @@ async fn eventstoredb_turn() -> Turn {
     let turn = ONE_AT_A_TIME.lock().await;
     Turn { harness: eventstoredb().await, _turn: turn }
 }
-
-#[cfg(not(feature = "eventstoredb"))]
-#[test]
-#[ignore = "EventStoreDB conformance is not compiled in: build with --features eventstoredb"]
-fn eventstoredb_conformance_is_not_compiled_in() {}
