@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod load;
-mod load_queries;
 mod migrate;
 mod output;
 mod payment_sim;

@@ -103,6 +103,9 @@ pub(crate) async fn metrics_text(State(ops): State<OpsState>) -> Response {
             }
         }
     }
+    if let Some(bytes) = resident_memory_bytes() {
+        metrics::gauge!("stay_process_resident_memory_bytes").set(bytes as f64);
+    }
     let body = (ops.render_metrics)();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()
 }
@@ -112,4 +115,24 @@ pub(crate) async fn metrics_text(State(ops): State<OpsState>) -> Response {
 pub(crate) async fn openapi_json(State(ops): State<OpsState>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], ops.openapi.as_str().to_owned())
         .into_response()
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux); `None` elsewhere.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn resident_memory_is_read_on_linux() {
+        let bytes = resident_memory_bytes().expect("VmRSS");
+        assert!(bytes > 1024 * 1024, "a running test process holds more than 1 MB: {bytes}");
+    }
 }

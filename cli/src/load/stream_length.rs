@@ -1,5 +1,3 @@
-//! `stay load`: the load generator behind `docs/benchmarks.md`.
-//!
 //! `stay load stream-length` answers one design question (DESIGN.md §4.1): does a command's cost
 //! grow with the length of its aggregate's stream? It builds a Room with a long history and a
 //! fresh Room, runs the same commands on both through the executor, and compares per-command
@@ -10,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::Args;
 use stay_domain::{
     Address, Capacity, Currency, Description, DomainServices, PositiveMoney, Room, RoomCommand, RoomEvent, RoomId,
     RoomName, UserId,
@@ -19,21 +17,6 @@ use stay_store::{Append, CommandContext, EventStore, Executor, ExecutorConfig, N
 
 use crate::output;
 use crate::settings::StoreArgs;
-
-/// Arguments of `stay load`.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    #[command(subcommand)]
-    scenario: Scenario,
-}
-
-#[derive(Debug, Subcommand)]
-enum Scenario {
-    /// Command time on a Room with a long stream versus a fresh Room.
-    StreamLength(StreamLengthArgs),
-    /// Query latency (GET /v1/rooms, GET /v1/rooms/{id}) under concurrent load on a running server.
-    Queries(crate::load_queries::QueriesArgs),
-}
 
 /// Arguments of `stay load stream-length`.
 #[derive(Debug, Args)]
@@ -52,14 +35,6 @@ pub struct StreamLengthArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// Runs the chosen scenario.
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
-    match args.scenario {
-        Scenario::StreamLength(args) => stream_length(args).await,
-        Scenario::Queries(args) => crate::load_queries::run(args).await,
-    }
 }
 
 struct Timings {
@@ -85,8 +60,9 @@ impl Timings {
     }
 }
 
+/// Runs `stay load stream-length`.
 #[allow(clippy::print_stdout)] // the command's own output
-async fn stream_length(args: StreamLengthArgs) -> anyhow::Result<()> {
+pub async fn run(args: StreamLengthArgs) -> anyhow::Result<()> {
     if args.commands == 0 || args.events < 2 {
         bail!("--commands must be at least 1 and --events at least 2");
     }

@@ -1,0 +1,196 @@
+//! `stay load`: the load generator behind every figure in `docs/benchmarks.md`.
+//!
+//! Each scenario runs against a server it starts itself (this binary, a temporary data directory
+//! or a fresh PostgreSQL database) or against `--url`, paces its requests in a closed loop (N
+//! clients) or an open loop (a fixed rate), and reports throughput, latency percentiles, outcomes
+//! by status, projection lag and the server's memory, as a table, as JSON (`--json`) and as SVG
+//! plots (`--plot DIR`). `stay load ceiling` measures what the database alone does, so that a
+//! figure can be quoted as a share of it on a noisy machine.
+//!
+//! - [`engine`] — pacing and timing; [`report`] — the summary; [`plot`] — the SVG plots;
+//!   [`target`] — the server under load.
+//! - [`commands`], [`reservations`], [`queries`] — HTTP scenarios; [`replay`] — rebuilding every
+//!   aggregate from the log in memory; [`stream_length`] — command time against stream length;
+//!   [`ceiling`] — the database's own rate.
+
+pub mod ceiling;
+pub mod commands;
+pub mod engine;
+pub mod plot;
+pub mod queries;
+pub mod replay;
+pub mod report;
+pub mod reservations;
+pub mod stream_length;
+pub mod target;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use self::engine::{drive, Outcome, Pace, Run};
+use self::report::{Memory, Report};
+use self::target::Target;
+
+/// Arguments of `stay load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Single-event commands over HTTP (POST /v1/rooms): throughput, latency, projection lag.
+    Commands(commands::CommandsArgs),
+    /// Full reservations (POST /v1/reservations, Prefer: wait): request → held → charged → confirmed.
+    Reservations(reservations::ReservationsArgs),
+    /// Query latency (GET /v1/rooms, GET /v1/rooms/{id}) under concurrent load.
+    Queries(queries::QueriesArgs),
+    /// Every aggregate rebuilt from the log, in memory: events per second.
+    Replay(replay::ReplayArgs),
+    /// Command time on a Room with a long stream versus a fresh Room.
+    StreamLength(stream_length::StreamLengthArgs),
+    /// What the database alone does: one durable single-row insert per transaction, N clients.
+    Ceiling(ceiling::CeilingArgs),
+}
+
+/// Runs the chosen scenario.
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::Commands(args) => commands::run(args).await,
+        Scenario::Reservations(args) => reservations::run(args).await,
+        Scenario::Queries(args) => queries::run(args).await,
+        Scenario::Replay(args) => replay::run(args).await,
+        Scenario::StreamLength(args) => stream_length::run(args).await,
+        Scenario::Ceiling(args) => ceiling::run(args).await,
+    }
+}
+
+/// How a scenario paces its requests and how long it measures.
+#[derive(Debug, Clone, Args)]
+pub struct PaceArgs {
+    /// Clients at once (closed loop: each sends its next request when answered).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+
+    /// Requests per second instead (open loop); --clients then bounds the requests outstanding.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+
+    /// Seconds of load before measuring (not counted).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+}
+
+impl PaceArgs {
+    /// The pace.
+    pub fn pace(&self) -> Pace {
+        match self.rate {
+            Some(rate) => Pace::Open { rate, in_flight: self.clients.max(1) },
+            None => Pace::Closed { clients: self.clients.max(1) },
+        }
+    }
+
+    /// The pace in words, for reports.
+    pub fn describe(&self) -> String {
+        match self.rate {
+            Some(rate) => format!("open loop at {rate}/s, at most {} outstanding", self.clients),
+            None => format!("closed loop, {} clients", self.clients),
+        }
+    }
+}
+
+/// How a scenario reports.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write SVG plots (latency over time, latency histogram) into this directory.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+
+    /// Seconds to wait after the load before reading the server's memory again (idle level).
+    #[arg(long, default_value_t = 5)]
+    pub idle_seconds: u64,
+}
+
+/// Runs `request` against `target` at `pace`, watching the server's memory before, during and
+/// after (once idle for `idle`).
+pub async fn measure<F, Fut>(target: &Target, pace: &PaceArgs, idle: Duration, request: F) -> (Run, Memory)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let before = target.rss_mb().await;
+    let peak = Arc::new(Mutex::new(before));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = {
+        let peak = peak.clone();
+        let rss = RssProbe::of(target);
+        tokio::spawn(async move {
+            loop {
+                if let Some(now) = rss.read().await {
+                    let mut peak = peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *peak = Some(peak.map_or(now, |p: f64| p.max(now)));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop_rx.changed() => return,
+                }
+            }
+        })
+    };
+    let run = drive(pace.pace(), Duration::from_secs(pace.warmup), Duration::from_secs(pace.seconds), request).await;
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    tokio::time::sleep(idle).await;
+    let idle_after = target.rss_mb().await;
+    let peak = *peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    (run, Memory { before_mb: before, peak_mb: peak, idle_after_mb: idle_after })
+}
+
+/// Reads a server's memory from a task of its own.
+struct RssProbe {
+    pid: Option<u32>,
+    metrics: String,
+    client: reqwest::Client,
+}
+
+impl RssProbe {
+    fn of(target: &Target) -> Self {
+        Self { pid: target.pid(), metrics: format!("{}/metrics", target.base), client: target.client.clone() }
+    }
+
+    async fn read(&self) -> Option<f64> {
+        target::rss_mb(self.pid, &self.client, &self.metrics).await
+    }
+}
+
+/// Prints `report` (JSON or a table) and writes its plots.
+#[allow(clippy::print_stdout)] // the command's own output
+pub fn finish(report: &Report, run: &Run, output: &OutputArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &output.plot {
+        let written = plot::write(dir, report, run)?;
+        if !output.json {
+            for path in written {
+                println!("plot: {}", path.display());
+            }
+        }
+    }
+    if output.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        report.print();
+    }
+    Ok(())
+}
