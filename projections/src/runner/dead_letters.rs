@@ -5,8 +5,10 @@
 //! on. Parked events show in the admin list and `stay projections status`.
 
 use std::collections::HashSet;
+use std::fmt;
 
 use chrono::Utc;
+use serde::Serialize;
 use stay_store::{Arg, RecordedEvent, SqlDatabase, SqlTransaction, StoreError};
 
 /// Why an event is parked although it was never tried: an earlier event of its aggregate is.
@@ -93,7 +95,7 @@ pub(crate) async fn park(
     event: &RecordedEvent,
     error: &str,
 ) -> Result<(), StoreError> {
-    let body = serde_json::to_string(event).unwrap_or_default();
+    let body = body(event, format_args!("{} {} at {}", event.aggregate_type, event.event_type, event.position))?;
     tx.run(
         "INSERT INTO projection_dead_letters \
            (projection, version, position, aggregate_type, aggregate_id, event_type, error, event, parked_at_ms) \
@@ -112,6 +114,13 @@ pub(crate) async fn park(
     )
     .await?;
     Ok(())
+}
+
+/// The JSON body kept with a dead letter, so a person can see what was parked. A body that cannot
+/// be written is an error: a dead letter without its event could be neither retried nor judged.
+pub(crate) fn body(event: &impl Serialize, what: fmt::Arguments<'_>) -> Result<String, StoreError> {
+    serde_json::to_string(event)
+        .map_err(|err| StoreError::Decode(format!("{what} cannot be written as a dead letter's body: {err}")))
 }
 
 /// The parked events of version `v` of `name`, oldest first (at most 100).
@@ -137,12 +146,22 @@ pub(crate) async fn list(db: &SqlDatabase, name: &str, v: i64) -> Result<Vec<Dea
 
 #[cfg(test)]
 mod tests {
+    use serde::Serializer;
     use serde_json::Value;
 
     use super::*;
     use crate::runner::testing::{Fixture, Probe, POISON};
     use crate::runner::versions::initialize;
     use crate::runner::RunnerConfig;
+
+    /// A value whose serialisation always fails.
+    struct Unwritable;
+
+    impl Serialize for Unwritable {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("this value refuses to be written"))
+        }
+    }
 
     async fn bodies(f: &Fixture) -> Vec<(String, Value)> {
         let rows =
@@ -153,6 +172,18 @@ mod tests {
             .await
             .expect("rows");
         rows.iter().map(|row| (row.text("position").expect("position"), row.json("event").expect("event"))).collect()
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_written_is_an_error_not_an_empty_string() {
+        let refused = body(&Unwritable, format_args!("Probe Noted at 7"));
+
+        match refused {
+            Err(StoreError::Decode(why)) => {
+                assert!(why.contains("Probe Noted at 7") && why.contains("refuses to be written"), "{why}");
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
     }
 
     #[tokio::test]
