@@ -24,8 +24,9 @@ mod versions;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stay_store::backoff::Waits;
 use stay_store::migrate::Migration;
-use stay_store::{EventStore, MigrationSet, Position, SqlDatabase, StoreError};
+use stay_store::{Backoff, EventStore, MigrationSet, Position, SqlDatabase, StoreError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -51,6 +52,10 @@ pub const PROJECTION_MIGRATIONS: MigrationSet = MigrationSet {
         sql: include_str!("../../migrations/0001_projections.sql"),
     }],
 };
+
+/// How long a worker waits after a failed set-up or batch: from 100 ms, doubling to 5 s, never
+/// giving up (a database that is down now is usually back soon).
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// How often a worker sets its lag gauges.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -107,15 +112,15 @@ impl Projector {
 
     async fn run_model(self: Arc<Self>, model: Arc<dyn ReadModel>, mut stop: watch::Receiver<bool>) {
         let name = model.name();
-        let mut backoff = Duration::from_millis(100);
+        // One run of waits from the first failure until a round succeeds.
+        let mut retry = RETRY.waits();
         let mut last_gauges = tokio::time::Instant::now();
         while !*stop.borrow() {
             match initialize(&self.db, model.as_ref()).await {
                 Ok(()) => break,
                 Err(err) => {
                     tracing::warn!(projection = name, error = %err, "cannot set up the projection's tables; retrying");
-                    pause(backoff, &mut stop).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    pause(next_wait(&mut retry), &mut stop).await;
                 }
             }
         }
@@ -124,11 +129,11 @@ impl Projector {
             let round = self.round(model.as_ref(), &mut lease).await;
             let pause_for_events = match round {
                 Ok(Round::Progressed) => {
-                    backoff = Duration::from_millis(100);
+                    retry.reset();
                     None
                 }
                 Ok(Round::Idle(after)) => {
-                    backoff = Duration::from_millis(100);
+                    retry.reset();
                     Some(after)
                 }
                 Ok(Round::Standby) => {
@@ -137,8 +142,7 @@ impl Projector {
                 }
                 Err(err) => {
                     tracing::warn!(projection = name, error = %err, "projection batch failed; retrying");
-                    pause(backoff, &mut stop).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    pause(next_wait(&mut retry), &mut stop).await;
                     continue;
                 }
             };
@@ -186,6 +190,12 @@ enum Round {
     Idle(Position),
     /// Another process holds the lease.
     Standby,
+}
+
+/// The next wait of a run of failures.
+fn next_wait(retry: &mut Waits) -> Duration {
+    // RETRY sets no limit, so there is always a next wait.
+    retry.next_wait().unwrap_or(RETRY.max)
 }
 
 /// Waits `wait`, or less if `stop` changes meanwhile.
