@@ -10,6 +10,8 @@
 //! is at-least-once.
 
 use stay_store::{Position, RecordedEvent, SqlTransaction, StoreError};
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Span};
 
 use super::dead_letters::{aggregate_of, blocked, park, Parked, Reason};
 use super::versions::checkpoint_name;
@@ -59,12 +61,29 @@ enum Applied<'a> {
 
 impl Projector {
     /// Applies the next batch to version `v` of `model`; answers how many events it read and the
-    /// checkpoint after.
+    /// checkpoint after. The batch runs in a `projection_batch` span with the projection, the
+    /// version, the position it starts after and, once known, the position it reaches and the
+    /// number of events, so its log lines (a parked event) can be found by any of them.
     pub async fn step(&self, model: &dyn ReadModel, v: i64) -> Result<Step, StoreError> {
+        let span = tracing::info_span!(
+            "projection_batch",
+            projection = model.name(),
+            version = v,
+            after = Empty,
+            at = Empty,
+            events = Empty
+        );
+        self.step_in_span(model, v, &span).instrument(span.clone()).await
+    }
+
+    /// The step, recording on `span` (the batch's own, not `Span::current()`, which not every
+    /// subscriber tracks) what it learns on the way.
+    async fn step_in_span(&self, model: &dyn ReadModel, v: i64, span: &Span) -> Result<Step, StoreError> {
         let checkpoint = checkpoint_name(model.name(), v);
         let after = self.db.checkpoint(&checkpoint).await?;
+        span.record("after", display(after));
         let events = self.store.read_feed(after, self.config.batch).await?;
-        let Some(last) = events.last().map(|e| e.position) else { return Ok(Step { read: 0, at: after }) };
+        let Some(last) = events.last().map(|e| e.position) else { return Ok(reached(span, 0, after)) };
         let batch = Batch { model, v, checkpoint, after, last, events };
         let applied = match self.apply_batch(&batch, Pass::Straight).await? {
             Applied::Poisoned => self.apply_batch(&batch, Pass::Careful).await?,
@@ -73,14 +92,16 @@ impl Projector {
         let parked = match applied {
             Applied::Committed(parked) => parked,
             // A careful pass parks poison rather than answering it; either way nothing was applied.
-            Applied::Poisoned | Applied::Superseded => return Ok(Step { read: 0, at: after }),
+            Applied::Poisoned | Applied::Superseded => return Ok(reached(span, 0, after)),
         };
         for event in &parked {
-            event.report(model.name());
+            event.report(model.name(), v);
         }
         let read = batch.events.len();
         metrics::counter!("stay_projection_events_total", "projection" => model.name()).increment(read as u64);
-        Ok(Step { read, at: last })
+        let step = reached(span, read, last);
+        tracing::debug!("batch applied");
+        Ok(step)
     }
 
     /// One pass over a batch: apply, park, move the checkpoint, commit.
@@ -157,11 +178,19 @@ impl Projector {
     }
 }
 
+/// The step that read `read` events and reached `at`, recorded on the batch's span.
+fn reached(span: &Span, read: usize, at: Position) -> Step {
+    span.record("events", read);
+    span.record("at", display(at));
+    Step { read, at }
+}
+
 #[cfg(test)]
 mod tests {
     use stay_store::Position;
 
     use super::*;
+    use crate::runner::log_recorder::LogRecorder;
     use crate::runner::testing::{Fixture, Probe};
     use crate::runner::versions::initialize;
     use crate::runner::RunnerConfig;
@@ -244,5 +273,68 @@ mod tests {
         assert_eq!(f.rows(2).await, vec![(a, "a".to_owned())]);
         assert!(f.rows(1).await.is_empty(), "v1 has its own checkpoint and rows");
         assert_eq!(f.db.checkpoint(&checkpoint_name("probe", 1)).await.expect("checkpoint"), Position::START);
+    }
+
+    #[tokio::test]
+    async fn a_batch_has_a_span_with_its_positions_and_a_parked_event_is_logged_in_it_with_its_ids() {
+        let logs = LogRecorder::default();
+        let _recording = tracing::subscriber::set_default(logs.clone());
+        let f = Fixture::new().await;
+        let model = Probe::default();
+        initialize(&f.db, &model).await.expect("initialize");
+        f.note("a", false).await;
+        let poison = f.note("b", true).await;
+        let projector = f.projector(RunnerConfig::default());
+
+        projector.step(&model, 1).await.expect("step");
+
+        let spans = logs.spans("projection_batch");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let fields: Vec<(&str, &str)> = spans[0].fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let at = poison.to_string();
+        let expected =
+            [("after", "0"), ("at", at.as_str()), ("events", "2"), ("projection", "probe"), ("version", "1")];
+        assert_eq!(fields, expected);
+        let parked: Vec<_> =
+            logs.events().into_iter().filter(|e| e.field("message").is_some_and(|m| m.contains("parked"))).collect();
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        let event = &parked[0];
+        assert_eq!(event.level, tracing::Level::WARN);
+        assert_eq!(
+            event.span.as_ref().map(|s| s.name.as_str()),
+            Some("projection_batch"),
+            "logged inside the batch's span"
+        );
+        for (field, value) in [
+            ("position", at.as_str()),
+            ("aggregate_type", "Probe"),
+            ("aggregate_id", "b"),
+            ("correlation_id", "correlation-b"),
+            ("error", crate::runner::testing::POISON),
+        ] {
+            assert_eq!(event.field(field), Some(value), "{field} in {event:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_trouble_logs_nothing_at_info() {
+        let logs = LogRecorder::default();
+        let _recording = tracing::subscriber::set_default(logs.clone());
+        let f = Fixture::new().await;
+        let model = Probe::default();
+        initialize(&f.db, &model).await.expect("initialize");
+        f.note("a", false).await;
+        let projector = f.projector(RunnerConfig::default());
+
+        projector.step(&model, 1).await.expect("step");
+        projector.step(&model, 1).await.expect("an empty step");
+
+        let loud: Vec<_> = logs
+            .events()
+            .into_iter()
+            .filter(|e| e.target.starts_with("stay_projections") && e.level <= tracing::Level::INFO)
+            .collect();
+        assert!(loud.is_empty(), "no line per batch at info or above: {loud:?}");
+        assert_eq!(logs.spans("projection_batch").len(), 2);
     }
 }

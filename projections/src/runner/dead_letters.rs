@@ -58,11 +58,35 @@ pub(crate) struct Parked<'a> {
 }
 
 impl Parked<'_> {
-    /// Logs and counts a refused event.
-    pub(crate) fn report(&self, projection: &'static str) {
-        if let Reason::Poison(error) = &self.reason {
-            tracing::warn!(projection, position = %self.event.position, %error, "event parked");
-            metrics::counter!("stay_projection_parked_total", "projection" => projection).increment(1);
+    /// Logs the parked event with what a person would search for, and counts a refused one.
+    pub(crate) fn report(&self, projection: &'static str, v: i64) {
+        let event = self.event;
+        let correlation_id = event.metadata_field("correlation_id");
+        match &self.reason {
+            Reason::Poison(error) => {
+                metrics::counter!("stay_projection_parked_total", "projection" => projection).increment(1);
+                tracing::warn!(
+                    projection,
+                    version = v,
+                    position = %event.position,
+                    aggregate_type = %event.aggregate_type,
+                    aggregate_id = %event.aggregate_id,
+                    correlation_id,
+                    event_type = %event.event_type,
+                    %error,
+                    "event parked: the read model cannot apply it"
+                );
+            }
+            Reason::HeldBehind => tracing::info!(
+                projection,
+                version = v,
+                position = %event.position,
+                aggregate_type = %event.aggregate_type,
+                aggregate_id = %event.aggregate_id,
+                correlation_id,
+                event_type = %event.event_type,
+                "event parked behind an earlier parked event of its aggregate"
+            ),
         }
     }
 }

@@ -18,12 +18,14 @@ pub(crate) struct Lease {
     owner: String,
     /// How long the lease lasts without renewal.
     term: Duration,
+    /// Whether the last attempt held it, to tell a take-over from a renewal.
+    held: bool,
 }
 
 impl Lease {
     /// A claim on `name`'s lease for `owner`, not yet taken.
     pub(crate) fn new(name: &'static str, owner: &str, term: Duration) -> Self {
-        Self { name, owner: owner.to_owned(), term }
+        Self { name, owner: owner.to_owned(), term, held: false }
     }
 
     /// Takes the lease if it is free or has lapsed, renews it if this owner holds it; answers
@@ -40,17 +42,28 @@ impl Lease {
             )
             .await?
             == 1;
+        match (self.held, held) {
+            (false, true) => tracing::info!(projection = self.name, owner = %self.owner, "took the projection's lease"),
+            (true, false) => tracing::warn!(
+                projection = self.name,
+                owner = %self.owner,
+                "another process took the projection's lease (it was not renewed in time); standing by"
+            ),
+            _ => {}
+        }
+        self.held = held;
         Ok(held)
     }
 
     /// Hands the lease back, so a standby takes over at once rather than after the term.
-    pub(crate) async fn give_up(&self, db: &SqlDatabase) -> Result<(), StoreError> {
+    pub(crate) async fn give_up(&mut self, db: &SqlDatabase) -> Result<(), StoreError> {
         // Whether or not the last attempt said so: a renewal may have committed after its answer was lost.
         db.run(
             "DELETE FROM projection_leases WHERE name = $1 AND owner = $2",
             &[self.name.into(), self.owner.as_str().into()],
         )
         .await?;
+        self.held = false;
         Ok(())
     }
 }
@@ -62,6 +75,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
+    use crate::runner::log_recorder::LogRecorder;
     use crate::runner::testing::Fixture;
     use crate::runner::RunnerConfig;
 
@@ -138,5 +152,26 @@ mod tests {
         assert_eq!(holder(&f).await, None, "the lease is handed back rather than left to lapse");
         let mut standby = Lease::new("probe", "standby", Duration::from_secs(60));
         assert!(standby.hold(&f.db).await.expect("hold"), "a standby takes over at once");
+    }
+
+    #[tokio::test]
+    async fn taking_a_lease_is_logged_once_and_renewing_it_is_not() {
+        let logs = LogRecorder::default();
+        let _recording = tracing::subscriber::set_default(logs.clone());
+        let f = Fixture::new().await;
+        let mut lease = Lease::new("probe", "first", TERM);
+
+        for _ in 0..3 {
+            assert!(lease.hold(&f.db).await.expect("hold"));
+        }
+
+        let lines: Vec<_> = logs
+            .events()
+            .into_iter()
+            .filter(|e| e.target.starts_with("stay_projections"))
+            .map(|e| (e.level, e.field("message").map(str::to_owned), e.field("owner").map(str::to_owned)))
+            .collect();
+        let took = (tracing::Level::INFO, Some("took the projection's lease".to_owned()), Some("first".to_owned()));
+        assert_eq!(lines, vec![took]);
     }
 }

@@ -16,6 +16,8 @@
 mod batch;
 mod dead_letters;
 mod lease;
+#[cfg(test)]
+mod log_recorder;
 mod status;
 #[cfg(test)]
 mod testing;
@@ -157,8 +159,9 @@ impl Projector {
                 }
             }
         }
-        // Give the lease up so a standby takes over at once.
-        let _ = lease.give_up(&self.db).await;
+        if let Err(err) = lease.give_up(&self.db).await {
+            tracing::warn!(projection = name, error = %err, "cannot hand the lease back; a standby takes over when it lapses");
+        }
     }
 
     /// One round of a model's worker: renew the lease, advance the live version (and the one being
