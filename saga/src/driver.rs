@@ -19,6 +19,7 @@ use stay_store::{CommandContext, ExecuteError, Executor, Executors, StoreError};
 use crate::instance::{
     Action, CompensationReason, Deadline, SagaCommand, SagaError, SagaEvent, SagaInstance, Step, StepOutcome,
 };
+use crate::payment_ledger::PaymentLedger;
 use crate::provider::{
     ChargeOutcome, ChargeRequest, LedgerKind, LedgerStatus, PaymentProvider, ProviderError, RefundOutcome,
     RefundRequest, VoidOutcome, VoidRequest,
@@ -83,7 +84,7 @@ pub struct Driver {
     executors: Arc<Executors>,
     sagas: Arc<Executor<SagaInstance>>,
     provider: Arc<dyn PaymentProvider>,
-    schedule: Schedule,
+    ledger: PaymentLedger,
     clock: Arc<dyn Clock>,
     config: SagaConfig,
 }
@@ -92,7 +93,8 @@ pub struct Driver {
 const MAX_ACTIONS_PER_DRIVE: usize = 64;
 
 impl Driver {
-    /// A driver over the aggregates' executors, the saga's own, the provider and the schedule.
+    /// A driver over the aggregates' executors, the saga's own, the provider and the schedule (whose
+    /// database also holds the payment ledger the driver writes).
     pub fn new(
         executors: Arc<Executors>,
         sagas: Arc<Executor<SagaInstance>>,
@@ -101,7 +103,8 @@ impl Driver {
         clock: Arc<dyn Clock>,
         config: SagaConfig,
     ) -> Self {
-        Self { executors, sagas, provider, schedule, clock, config }
+        let ledger = PaymentLedger::new(schedule.database().clone());
+        Self { executors, sagas, provider, ledger, clock, config }
     }
 
     /// The saga executor (for operators' resumes).
@@ -612,7 +615,7 @@ impl Driver {
         let payment_id = PaymentId::for_reservation(facts.reservation_id).to_string();
         let now = self.clock.now().timestamp_millis();
         let noted = self
-            .schedule
+            .ledger
             .record_payment(
                 key,
                 &payment_id,
