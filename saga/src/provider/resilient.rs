@@ -1,5 +1,5 @@
 //! Resilience around any payment provider: a timeout per call, retries with full-jitter
-//! exponential backoff, and a circuit breaker.
+//! exponential backoff, and a circuit breaker ([`super::breaker`]).
 //!
 //! Only failures to get an answer ([`ProviderError::Timeout`], [`ProviderError::Unavailable`]) are
 //! retried and counted by the breaker; a decline, a refused refund or a protocol error is an
@@ -13,13 +13,15 @@
 //! `stay_provider_circuit_open` (1 while the circuit is open or half-open, 0 once closed).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::breaker::Circuit;
+pub use super::breaker::{CircuitHandle, CircuitState};
 use super::{
     ChargeOutcome, ChargeRequest, LedgerEntry, PaymentProvider, ProviderError, RefundOutcome, RefundRequest,
     VoidOutcome, VoidRequest,
@@ -56,53 +58,19 @@ impl Default for ResilienceConfig {
     }
 }
 
-/// Whether calls are going through to the provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitState {
-    /// Calls go through.
-    Closed,
-    /// Calls fail at once; a trial call is let through after `retry_in`.
-    Open {
-        /// Time left before the trial call.
-        retry_in: Duration,
-    },
-    /// The cool-down is over: the next call is a trial; its success closes the circuit, its
-    /// failure opens it again.
-    HalfOpen,
-}
-
-/// A cheap, cloneable view of a [`Resilient`]'s circuit, for whoever must answer quickly while the
-/// provider is down (the HTTP side) without holding the provider itself.
-#[derive(Clone, Debug)]
-pub struct CircuitHandle {
-    breaker: Arc<Mutex<Breaker>>,
-}
-
-impl CircuitHandle {
-    /// The circuit's state now.
-    pub fn state(&self) -> CircuitState {
-        lock(&self.breaker).state(Instant::now())
-    }
-}
-
 /// A payment provider with a timeout, retries and a circuit breaker around it.
 #[derive(Debug)]
 pub struct Resilient<P> {
     inner: P,
     config: ResilienceConfig,
-    breaker: Arc<Mutex<Breaker>>,
+    circuit: Circuit,
 }
 
 impl<P: PaymentProvider> Resilient<P> {
     /// Wraps `inner`. Zero attempts or a zero threshold are read as 1.
     pub fn new(inner: P, config: ResilienceConfig) -> Self {
-        let breaker = Breaker {
-            failure_threshold: config.failure_threshold.max(1),
-            cool_down: config.cool_down,
-            state: BreakerState::Closed { failures: 0 },
-        };
-        metrics::gauge!("stay_provider_circuit_open").set(0.0);
-        Self { inner, config, breaker: Arc::new(Mutex::new(breaker)) }
+        let circuit = Circuit::new(config.failure_threshold, config.cool_down);
+        Self { inner, config, circuit }
     }
 
     /// The provider wrapped.
@@ -117,12 +85,12 @@ impl<P: PaymentProvider> Resilient<P> {
 
     /// The circuit's state now.
     pub fn circuit(&self) -> CircuitState {
-        lock(&self.breaker).state(Instant::now())
+        self.circuit.state()
     }
 
     /// A view of the circuit that can be handed to other components.
     pub fn circuit_handle(&self) -> CircuitHandle {
-        CircuitHandle { breaker: Arc::clone(&self.breaker) }
+        self.circuit.handle()
     }
 
     /// Runs `attempt` under the timeout, retry and breaker rules.
@@ -136,8 +104,8 @@ impl<P: PaymentProvider> Resilient<P> {
         let mut number = 1;
         let mut last_failure = None;
         loop {
-            let permit = match lock(&self.breaker).admit(Instant::now(), self.config.call_timeout) {
-                Ok(permit) => permit,
+            let admission = match self.circuit.admit(self.config.call_timeout) {
+                Ok(admission) => admission,
                 Err(refusal) => {
                     count(op, error_label(&refusal));
                     // Opened by another call between our attempts: our own failure says more (a
@@ -145,26 +113,16 @@ impl<P: PaymentProvider> Resilient<P> {
                     return Err(last_failure.unwrap_or(refusal));
                 }
             };
-            let mut trial = TrialGuard { breaker: &self.breaker, armed: permit == Permit::Trial };
             let started = Instant::now();
             let result =
                 tokio::time::timeout(self.config.call_timeout, attempt()).await.unwrap_or(Err(ProviderError::Timeout));
             metrics::histogram!("stay_provider_call_duration_seconds", "op" => op)
                 .record(started.elapsed().as_secs_f64());
             count(op, result.as_ref().map_or_else(error_label, Labelled::label));
-            trial.armed = false;
 
             let retryable = matches!(result, Err(ProviderError::Timeout | ProviderError::Unavailable(_)));
-            let opened = {
-                let mut breaker = lock(&self.breaker);
-                if retryable {
-                    breaker.failed(Instant::now())
-                } else {
-                    // Any answer, even a decline or a refusal, shows the provider is alive.
-                    breaker.succeeded();
-                    false
-                }
-            };
+            // Any answer, even a decline or a refusal, shows the provider is alive.
+            let opened = admission.report(!retryable);
             match result {
                 Err(err) if retryable && number < attempts && !opened => {
                     tracing::debug!(op, attempt = number, error = %err, "payment provider call failed; retrying");
@@ -281,116 +239,11 @@ fn error_label(err: &ProviderError) -> &'static str {
     }
 }
 
-fn lock(breaker: &Mutex<Breaker>) -> MutexGuard<'_, Breaker> {
-    // The breaker's state is valid after any panic (each update is one assignment), so a poisoned
-    // lock is still worth using.
-    breaker.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[derive(Debug)]
-struct Breaker {
-    failure_threshold: u32,
-    cool_down: Duration,
-    state: BreakerState,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { trial_in_flight: bool },
-}
-
-/// What the breaker let through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Permit {
-    Normal,
-    /// The one call of the half-open state.
-    Trial,
-}
-
-impl Breaker {
-    fn state(&self, now: Instant) -> CircuitState {
-        match self.state {
-            BreakerState::Closed { .. } => CircuitState::Closed,
-            BreakerState::Open { until } if now < until => CircuitState::Open { retry_in: until - now },
-            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => CircuitState::HalfOpen,
-        }
-    }
-
-    /// Lets a call through, or says how long until one would be.
-    fn admit(&mut self, now: Instant, call_timeout: Duration) -> Result<Permit, ProviderError> {
-        match self.state {
-            BreakerState::Closed { .. } => Ok(Permit::Normal),
-            BreakerState::Open { until } if now < until => {
-                Err(ProviderError::CircuitOpen { retry_in_ms: ceil_millis(until - now) })
-            }
-            BreakerState::Open { .. } | BreakerState::HalfOpen { trial_in_flight: false } => {
-                self.state = BreakerState::HalfOpen { trial_in_flight: true };
-                Ok(Permit::Trial)
-            }
-            // The trial decides within one call timeout.
-            BreakerState::HalfOpen { trial_in_flight: true } => {
-                Err(ProviderError::CircuitOpen { retry_in_ms: ceil_millis(call_timeout) })
-            }
-        }
-    }
-
-    fn succeeded(&mut self) {
-        if !matches!(self.state, BreakerState::Closed { .. }) {
-            tracing::info!("payment provider answered again; circuit closed");
-            metrics::gauge!("stay_provider_circuit_open").set(0.0);
-        }
-        self.state = BreakerState::Closed { failures: 0 };
-    }
-
-    /// Counts a failed attempt; answers whether it opened the circuit.
-    fn failed(&mut self, now: Instant) -> bool {
-        let open = match self.state {
-            BreakerState::Closed { failures } => {
-                let failures = failures.saturating_add(1);
-                self.state = BreakerState::Closed { failures };
-                failures >= self.failure_threshold
-            }
-            BreakerState::HalfOpen { .. } => true,
-            // Already open (a call admitted before it opened has failed too): keep the cool-down.
-            BreakerState::Open { .. } => return true,
-        };
-        if open {
-            tracing::warn!(cool_down = ?self.cool_down, "payment provider failing; circuit open");
-            metrics::gauge!("stay_provider_circuit_open").set(1.0);
-            self.state = BreakerState::Open { until: now + self.cool_down };
-        }
-        open
-    }
-}
-
-/// Frees the half-open trial slot if the trial call is abandoned (its caller gave up), so the
-/// circuit cannot stay half-open with a trial that will never report.
-struct TrialGuard<'a> {
-    breaker: &'a Mutex<Breaker>,
-    armed: bool,
-}
-
-impl Drop for TrialGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut breaker = lock(self.breaker);
-            if matches!(breaker.state, BreakerState::HalfOpen { .. }) {
-                breaker.state = BreakerState::HalfOpen { trial_in_flight: false };
-            }
-        }
-    }
-}
-
-fn ceil_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros().div_ceil(1000)).unwrap_or(u64::MAX).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Mutex;
 
     use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
     use stay_domain::{Currency, Money, PaymentId, ReservationId};
