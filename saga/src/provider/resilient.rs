@@ -1,5 +1,6 @@
-//! Resilience around any payment provider: a timeout per call, retries with full-jitter
-//! exponential backoff, and a circuit breaker ([`super::breaker`]).
+//! Resilience around any payment provider: a timeout per call, retries with jittered exponential
+//! backoff (Stay's one retry schedule, [`stay_store::Backoff`]), and a circuit breaker
+//! ([`super::breaker`]).
 //!
 //! Only failures to get an answer ([`ProviderError::Timeout`], [`ProviderError::Unavailable`]) are
 //! retried and counted by the breaker; a decline, a refused refund or a protocol error is an
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
+use stay_store::Backoff;
 use tokio::time::Instant;
 
 use super::breaker::Circuit;
@@ -35,9 +36,10 @@ pub struct ResilienceConfig {
     pub call_timeout: Duration,
     /// Attempts per call, the first included (at least 1).
     pub max_attempts: u32,
-    /// The backoff before the second attempt is up to this; it doubles per attempt.
+    /// The wait before the second attempt is up to this (and at least half of it); it doubles per
+    /// attempt.
     pub backoff_base: Duration,
-    /// The backoff never exceeds this.
+    /// The wait never exceeds this.
     pub backoff_max: Duration,
     /// Consecutive failed attempts that open the circuit (at least 1).
     pub failure_threshold: u32,
@@ -55,6 +57,14 @@ impl Default for ResilienceConfig {
             failure_threshold: 5,
             cool_down: Duration::from_secs(5),
         }
+    }
+}
+
+impl ResilienceConfig {
+    /// The waits between the attempts of one call: one fewer than the attempts.
+    pub fn retries(&self) -> Backoff {
+        let waits = self.max_attempts.max(1) - 1;
+        Backoff::new(self.backoff_base, self.backoff_max).times(usize::try_from(waits).unwrap_or(usize::MAX))
     }
 }
 
@@ -100,7 +110,7 @@ impl<P: PaymentProvider> Resilient<P> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let attempts = self.config.max_attempts.max(1);
+        let mut waits = self.config.retries().waits();
         let mut number = 1;
         let mut last_failure = None;
         loop {
@@ -123,16 +133,18 @@ impl<P: PaymentProvider> Resilient<P> {
             let retryable = matches!(result, Err(ProviderError::Timeout | ProviderError::Unavailable(_)));
             // Any answer, even a decline or a refusal, shows the provider is alive.
             let opened = admission.report(!retryable);
-            match result {
-                Err(err) if retryable && number < attempts && !opened => {
+            // When the breaker has just opened, stop here rather than back off into a refusal, and
+            // report the real failure (a timeout may have moved money).
+            let wait = if retryable && !opened { waits.next_wait() } else { None };
+            match (result, wait) {
+                (Err(err), Some(wait)) => {
                     tracing::debug!(op, attempt = number, error = %err, "payment provider call failed; retrying");
-                    tokio::time::sleep(backoff(&self.config, number)).await;
+                    tokio::time::sleep(wait).await;
                     number += 1;
                     last_failure = Some(err);
                 }
-                // The breaker just opened: stop here rather than back off into a refusal, and
-                // report the real failure (a timeout may have moved money).
-                result => return result,
+                // An answer, or the attempts are spent.
+                (result, _) => return result,
             }
         }
     }
@@ -176,15 +188,6 @@ impl<T: PaymentProvider + ?Sized> PaymentProvider for Arc<T> {
     async fn ledger(&self) -> Result<Vec<LedgerEntry>, ProviderError> {
         (**self).ledger().await
     }
-}
-
-/// Full jitter: a uniformly random wait up to the exponential cap, so callers that failed together
-/// do not come back together.
-fn backoff(config: &ResilienceConfig, failed_attempt: u32) -> Duration {
-    let exponent = failed_attempt.saturating_sub(1).min(31);
-    let cap = config.backoff_base.saturating_mul(1 << exponent).min(config.backoff_max);
-    let cap_micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(rand::thread_rng().gen_range(0..=cap_micros))
 }
 
 fn count(op: &'static str, result: &'static str) {
@@ -459,13 +462,23 @@ mod tests {
         assert_eq!(silent.circuit(), CircuitState::Closed);
     }
 
-    #[test]
-    fn backoff_is_jittered_below_an_exponential_cap() {
-        let config = ResilienceConfig::default();
-        for (attempt, cap) in [(1, 50), (2, 100), (3, 200), (5, 800), (6, 1_000), (40, 1_000)] {
-            for _ in 0..50 {
-                assert!(backoff(&config, attempt) <= Duration::from_millis(cap), "attempt {attempt}");
-            }
+    #[tokio::test]
+    async fn attempts_are_spaced_by_the_backoff_and_stop_after_max_attempts() {
+        tokio::time::pause();
+        // A high threshold keeps the circuit out of it: only the retry schedule decides.
+        for (max_attempts, waited_ms) in [(1, 0..=0), (3, 75..=155), (5, 375..=755)] {
+            let config = ResilienceConfig { max_attempts, failure_threshold: 100, ..Default::default() };
+            let provider = Resilient::new(Counting { inner: down(), calls: AtomicU32::new(0) }, config);
+            let started = Instant::now();
+
+            let err = provider.charge(&charge_with(cards::VISA)).await.unwrap_err();
+
+            assert!(matches!(err, ProviderError::Unavailable(_)), "{err:?}");
+            assert_eq!(calls(&provider), max_attempts, "every attempt, then it gives up");
+            // Each wait is between half its ceiling and the ceiling (50, 100, 200, 400 ms); the timer
+            // rounds each up to a whole millisecond.
+            let waited = u64::try_from(started.elapsed().as_millis()).unwrap();
+            assert!(waited_ms.contains(&waited), "{max_attempts} attempts waited {waited} ms");
         }
     }
 
