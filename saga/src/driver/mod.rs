@@ -12,6 +12,9 @@ mod decision;
 mod error;
 mod steps;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Instant;
 
