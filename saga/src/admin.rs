@@ -245,6 +245,7 @@ async fn resume(
         ResumeAction::Retry => "retry",
         ResumeAction::Skip => "skip",
     };
+    tracing::info!(saga_id = %id, action, by = %caller.principal.user, %position, "saga resumed by an operator");
     Ok(Resumed { saga_id: id, action: action.to_owned(), position })
 }
 

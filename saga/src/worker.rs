@@ -230,8 +230,10 @@ impl SagaWorker {
                     tracing::warn!(saga_id = %claim.saga_id, error = %err, "could not release a saga; its lease will expire");
                 }
             }
+            // Not a failure: the other driver carries on, and a record decided here on a version it
+            // has moved past is refused.
             Err(DriveError::LeaseLost) => {
-                tracing::warn!(saga_id = %claim.saga_id, "lost the lease on a saga; another driver has it");
+                tracing::info!(saga_id = %claim.saga_id, "lost the lease on a saga; another driver has it");
             }
             Err(DriveError::Store(err)) => {
                 tracing::warn!(saga_id = %claim.saga_id, error = %err, "driving a saga failed; retrying soon");

@@ -6,6 +6,10 @@
 //! So when a driver dies between acting and recording, the next one repeats the action and
 //! records the same outcome. A step that fails says why ([`StepError`]); what follows is decided
 //! by [`decide`] and recorded, so every retry, wait and park is on the saga's timeline.
+//!
+//! Each step runs in a `saga_step` span carrying the saga id (the reservation id, which is also
+//! the correlation id of every command the saga sends), the action and step, the saga's version
+//! the step was decided on, and the feed position of the events it recorded.
 
 mod config;
 mod decision;
@@ -21,6 +25,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use stay_domain::{Clock, ReservationStatus};
 use stay_store::{CommandContext, ExecuteError, Executor, Executors, Position, StoreError};
+use tracing::Instrument;
 
 pub use config::SagaConfig;
 pub use decision::{decide, Decision};
@@ -118,7 +123,7 @@ impl Driver {
         Ok(Settled { step: saga.step(now, false), saga, due: Some(now) })
     }
 
-    /// Performs one action and records what came of it.
+    /// Performs one action and records what came of it, in the step's span.
     async fn step(
         &self,
         saga_id: &str,
@@ -127,12 +132,34 @@ impl Driver {
         step: Step,
         now: DateTime<Utc>,
     ) -> Result<(), DriveError> {
-        let started = Instant::now();
-        let events = self.perform(saga_id, saga, action, step, now).await;
-        metrics::histogram!("stay_saga_step_duration_seconds", "step" => step.as_str())
-            .record(started.elapsed().as_secs_f64());
-        self.record(saga_id, saga, &events).await?;
-        Ok(())
+        let span = tracing::info_span!(
+            "saga_step",
+            saga_id,
+            correlation_id = saga_id,
+            action = action.as_str(),
+            step = step.as_str(),
+            version = saga.version(),
+            position = tracing::field::Empty,
+        );
+        let work = async {
+            let started = Instant::now();
+            let events = self.perform(saga_id, saga, action, step, now).await;
+            metrics::histogram!("stay_saga_step_duration_seconds", "step" => step.as_str())
+                .record(started.elapsed().as_secs_f64());
+            let Some(position) = self.record(saga_id, saga, &events).await? else { return Ok(()) };
+            span.record("position", tracing::field::display(position));
+            for event in &events {
+                match event {
+                    SagaEvent::SagaCompleted { outcome } => tracing::info!(?outcome, "saga completed"),
+                    SagaEvent::SagaParked { step, error } => {
+                        tracing::warn!(step = step.as_str(), %error, "saga parked; an operator must retry or skip the step");
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        work.instrument(span.clone()).await
     }
 
     /// Records `events` on the saga as decided at its version; the position of the last one, or
@@ -158,7 +185,7 @@ impl Driver {
                 Ok(None)
             }
             Err(ExecuteError::Rejected(other)) => {
-                tracing::error!(saga_id, error = %other, "the saga refused its own record");
+                tracing::error!(error = %other, "the saga refused its own record");
                 Ok(None)
             }
             Err(ExecuteError::Store(err)) => Err(err.into()),
@@ -208,11 +235,11 @@ impl Driver {
                 vec![SagaEvent::StepFailed { step, error: text, attempt, retry_at: Some(until) }]
             }
             Decision::RetryAt(at) => {
-                tracing::warn!(step = step.as_str(), attempt, %error, retry_at = %at, "saga step failed; retrying");
+                tracing::warn!(attempt, %error, retry_at = %at, "saga step failed; retrying");
                 vec![SagaEvent::StepFailed { step, error: text, attempt, retry_at: Some(at) }]
             }
+            // Logged once the park is recorded.
             Decision::Park => {
-                tracing::warn!(step = step.as_str(), attempt, %error, "saga step failed too often in a row; parked");
                 vec![
                     SagaEvent::StepFailed { step, error: text.clone(), attempt, retry_at: None },
                     SagaEvent::SagaParked { step, error: text },

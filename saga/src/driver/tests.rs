@@ -4,8 +4,10 @@
 //! saga recorded, where the reservation and its nights ended, and that money was conserved in
 //! Stay's ledger and in the provider's.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -471,4 +473,82 @@ async fn an_open_circuit_is_waited_for_without_counting_a_failure() {
     assert!(until > world.clock.now() + TimeDelta::seconds(590), "until the breaker lets a call through: {until}");
     assert_eq!(waiting.due, Some(waiting.saga.payment_deadline().unwrap()), "the deadline comes first");
     assert_eq!(waiting.saga.status(), SagaStatus::Running);
+}
+
+/// The fields of every span opened while it is the default subscriber, by span.
+#[derive(Debug, Default)]
+struct Spans {
+    spans: Mutex<Vec<BTreeMap<&'static str, String>>>,
+}
+
+impl Spans {
+    fn named(&self, name: &str) -> Vec<BTreeMap<&'static str, String>> {
+        let spans = self.spans.lock().unwrap();
+        spans.iter().filter(|fields| fields.get("name").is_some_and(|n| n == name)).cloned().collect()
+    }
+}
+
+/// Writes the fields it visits into a span's map.
+struct Fields<'a>(&'a mut BTreeMap<&'static str, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name(), value.to_owned());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+}
+
+impl tracing::Subscriber for Spans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut fields = BTreeMap::from([("name", span.metadata().name().to_owned())]);
+        span.record(&mut Fields(&mut fields));
+        let mut spans = self.spans.lock().unwrap();
+        spans.push(fields);
+        tracing::span::Id::from_u64(u64::try_from(spans.len()).unwrap())
+    }
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut spans = self.spans.lock().unwrap();
+        let index = usize::try_from(span.into_u64()).unwrap() - 1;
+        values.record(&mut Fields(&mut spans[index]));
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn each_step_runs_in_a_span_with_the_saga_the_action_the_version_and_the_position() {
+    let world = World::new().await;
+    let id = world.request(cards::VISA).await;
+    let spans = Arc::new(Spans::default());
+
+    let settled = {
+        let _default = tracing::subscriber::set_default(spans.clone());
+        world.drive(id).await
+    };
+
+    assert_eq!(settled.saga.status(), SagaStatus::Completed);
+    let steps = spans.named("saga_step");
+    let actions: Vec<&str> = steps.iter().map(|span| span["action"].as_str()).collect();
+    assert_eq!(actions, ["start", "hold", "request_charge", "charge", "confirm", "complete"]);
+    let recorded = world.store.read_stream(SagaInstance::TYPE, &id.to_string()).await.unwrap();
+    for span in &steps {
+        assert_eq!((span["saga_id"].as_str(), span["correlation_id"].as_str()), (&*id.to_string(), &*id.to_string()));
+        // The position is the feed position of the last event the step recorded.
+        let version: usize = span["version"].parse().unwrap();
+        let last = recorded
+            .iter()
+            .filter(|event| event.sequence > version as u64)
+            .find(|event| span.get("position").is_some_and(|position| *position == event.position.to_string()));
+        assert!(last.is_some(), "a step recorded after version {version}: {span:?}");
+    }
+    let last = steps.last().unwrap();
+    assert_eq!(last["step"], "confirm");
+    assert_eq!(last["position"], recorded.last().unwrap().position.to_string());
 }

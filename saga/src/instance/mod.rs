@@ -118,6 +118,29 @@ pub enum Action {
     Idle,
 }
 
+impl Action {
+    /// The action's name, for spans and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Hold => "hold",
+            Action::RequestCharge => "request_charge",
+            Action::Charge => "charge",
+            Action::Confirm => "confirm",
+            Action::FireDeadline => "fire_deadline",
+            Action::Compensate(_) => "compensate",
+            Action::Void => "void",
+            Action::Refund => "refund",
+            Action::Release => "release",
+            Action::Reject(_) => "reject",
+            Action::CompleteCancellation => "complete_cancellation",
+            Action::Complete(_) => "complete",
+            Action::WaitUntil(_) => "wait",
+            Action::Idle => "idle",
+        }
+    }
+}
+
 /// What the saga is asked to record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SagaCommand {
