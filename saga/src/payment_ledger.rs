@@ -32,7 +32,7 @@ fn ledger_row(row: &Row) -> Result<LedgerRow, StoreError> {
 pub struct LedgerRow {
     /// Cursor order.
     pub entry_id: i64,
-    /// charge:<payment>, refund:<refund>, void:<payment>.
+    /// `charge:<payment>`, `refund:<refund>`, `void:<payment>`.
     pub entry_key: String,
     /// The charge.
     pub payment_id: String,
