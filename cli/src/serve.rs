@@ -214,7 +214,8 @@ impl Application {
         let mut saga = None;
         if args.role.runs_saga() {
             let schedule = Schedule::new(read_db.clone());
-            let sagas = Arc::new(Executor::<SagaInstance>::new(store.clone(), Arc::new(()), clock.clone()));
+            let services = Arc::new(stay_domain::DomainServices::new(clock.clone()));
+            let sagas = Arc::new(Executor::<SagaInstance>::new(store.clone(), services, clock.clone()));
             let config = SagaConfig {
                 payment_deadline: args.saga.payment_deadline,
                 concurrency: args.saga.saga_concurrency,

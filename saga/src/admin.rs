@@ -21,12 +21,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::instance::{ResumeAction, SagaCommand, SagaError, SagaInstance};
+use crate::payment_ledger::PaymentLedger;
 use crate::schedule::Schedule;
 
 /// What the admin routes need.
 #[derive(Clone, Debug)]
 pub struct AdminState {
-    /// The saga tables.
+    /// The saga tables (the schedule; the payment ledger lives in the same database).
     pub schedule: Schedule,
     /// The saga instances' executor.
     pub sagas: Arc<Executor<SagaInstance>>,
@@ -244,6 +245,7 @@ async fn resume(
         ResumeAction::Retry => "retry",
         ResumeAction::Skip => "skip",
     };
+    tracing::info!(saga_id = %id, action, by = %caller.principal.user, %position, "saga resumed by an operator");
     Ok(Resumed { saga_id: id, action: action.to_owned(), position })
 }
 
@@ -354,7 +356,8 @@ async fn list_payments(
                 .to_string(),
         ),
     };
-    let rows = state.schedule.payments(reservation.as_deref(), cursor, limit).await?;
+    let ledger = PaymentLedger::new(state.schedule.database().clone());
+    let rows = ledger.payments(reservation.as_deref(), cursor, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.entry_id.to_string())).flatten();
     let items = rows
         .into_iter()

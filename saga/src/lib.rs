@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod driver;
 pub mod instance;
+pub mod payment_ledger;
 pub mod provider;
 pub mod schedule;
 pub mod worker;

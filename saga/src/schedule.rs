@@ -1,5 +1,4 @@
-//! The saga's own tables: which instances need driving (with a lease per instance), and the
-//! payment ledger as Stay knows it.
+//! The saga's schedule: which instances need driving, when, and who is driving each (a lease).
 //!
 //! An instance's *history* is its event stream; this table only says when to look at it next and
 //! who is looking. Two processes sharing PostgreSQL never drive one instance at once: a driver
@@ -10,9 +9,8 @@
 use stay_store::migrate::Migration;
 use stay_store::{Arg, MigrationSet, Row, SqlDatabase, SqlTransaction, StoreError};
 
-use crate::provider::{LedgerKind, LedgerStatus};
-
-/// The saga's tables.
+/// The saga's tables: the schedule's `saga_instances` and the payment ledger's
+/// `saga_payment_ledger` ([`crate::payment_ledger`]), set up together.
 pub const SAGA_MIGRATIONS: MigrationSet = MigrationSet {
     component: "saga",
     sqlite: &[Migration { version: 1, name: "saga_tables", sql: include_str!("../migrations/sqlite/0001_saga.sql") }],
@@ -24,8 +22,6 @@ pub const SAGA_MIGRATIONS: MigrationSet = MigrationSet {
 };
 
 const SAGA_COLUMNS: &str = "saga_id, status, step, updated_at_ms, last_error, due_at_ms";
-const LEDGER_COLUMNS: &str =
-    "entry_id, entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref";
 
 fn saga_row(row: &Row) -> Result<SagaRow, StoreError> {
     Ok(SagaRow {
@@ -35,20 +31,6 @@ fn saga_row(row: &Row) -> Result<SagaRow, StoreError> {
         updated_at_ms: row.int("updated_at_ms")?,
         last_error: row.opt_text("last_error")?,
         due_at_ms: row.opt_int("due_at_ms")?,
-    })
-}
-
-fn ledger_row(row: &Row) -> Result<LedgerRow, StoreError> {
-    Ok(LedgerRow {
-        entry_id: row.int("entry_id")?,
-        entry_key: row.text("entry_key")?,
-        payment_id: row.text("payment_id")?,
-        reservation_id: row.text("reservation_id")?,
-        kind: row.text("kind")?,
-        amount_minor: row.int("amount_minor")?,
-        currency: row.text("currency")?,
-        status: row.text("status")?,
-        provider_ref: row.opt_text("provider_ref")?,
     })
 }
 
@@ -91,30 +73,7 @@ pub struct SagaRow {
     pub due_at_ms: Option<i64>,
 }
 
-/// One provider call as Stay knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LedgerRow {
-    /// Cursor order.
-    pub entry_id: i64,
-    /// charge:<payment>, refund:<refund>, void:<payment>.
-    pub entry_key: String,
-    /// The charge.
-    pub payment_id: String,
-    /// The reservation.
-    pub reservation_id: String,
-    /// charge, refund, void.
-    pub kind: String,
-    /// Minor units.
-    pub amount_minor: i64,
-    /// ISO 4217.
-    pub currency: String,
-    /// succeeded, failed, pending.
-    pub status: String,
-    /// The provider's reference.
-    pub provider_ref: Option<String>,
-}
-
-/// The saga's tables in the SQL database beside the log.
+/// The `saga_instances` table in the SQL database beside the log.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     db: SqlDatabase,
@@ -275,84 +234,5 @@ impl Schedule {
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = self.db.rows("SELECT status, COUNT(*) AS count FROM saga_instances GROUP BY status", &[]).await?;
         rows.iter().map(|row| Ok((row.text("status")?, row.int("count")?))).collect()
-    }
-
-    /// Records (or updates) a provider call in the ledger.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_payment(
-        &self,
-        key: &str,
-        payment_id: &str,
-        reservation_id: &str,
-        kind: LedgerKind,
-        amount_minor: i64,
-        currency: &str,
-        status: LedgerStatus,
-        provider_ref: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.db
-            .run(
-                "INSERT INTO saga_payment_ledger \
-                   (entry_key, payment_id, reservation_id, kind, amount_minor, currency, status, provider_ref, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (entry_key) DO UPDATE SET amount_minor = excluded.amount_minor, status = excluded.status, \
-                   provider_ref = COALESCE(excluded.provider_ref, saga_payment_ledger.provider_ref), \
-                   updated_at_ms = excluded.updated_at_ms",
-                &[
-                    key.into(),
-                    payment_id.into(),
-                    reservation_id.into(),
-                    ledger_kind(kind).into(),
-                    amount_minor.into(),
-                    currency.into(),
-                    ledger_status(status).into(),
-                    provider_ref.into(),
-                    now_ms.into(),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Ledger entries after `cursor`, optionally of one reservation, at most `limit`.
-    pub async fn payments(
-        &self,
-        reservation_id: Option<&str>,
-        cursor: i64,
-        limit: i64,
-    ) -> Result<Vec<LedgerRow>, StoreError> {
-        let rows = match reservation_id {
-            Some(id) => {
-                let sql = format!(
-                    "SELECT {LEDGER_COLUMNS} FROM saga_payment_ledger WHERE reservation_id = $1 AND entry_id > $2 \
-                     ORDER BY entry_id LIMIT $3"
-                );
-                self.db.rows(&sql, &[id.into(), cursor.into(), limit.into()]).await?
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {LEDGER_COLUMNS} FROM saga_payment_ledger WHERE entry_id > $1 ORDER BY entry_id LIMIT $2"
-                );
-                self.db.rows(&sql, &[cursor.into(), limit.into()]).await?
-            }
-        };
-        rows.iter().map(ledger_row).collect()
-    }
-}
-
-fn ledger_kind(kind: LedgerKind) -> &'static str {
-    match kind {
-        LedgerKind::Charge => "charge",
-        LedgerKind::Refund => "refund",
-        LedgerKind::Void => "void",
-    }
-}
-
-fn ledger_status(status: LedgerStatus) -> &'static str {
-    match status {
-        LedgerStatus::Succeeded => "succeeded",
-        LedgerStatus::Failed => "failed",
-        LedgerStatus::Pending => "pending",
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stay_domain::Clock;
-use stay_store::{EventStore, Position, SqlDatabase, StoreError};
+use stay_store::{Backoff, EventStore, Position, SqlDatabase, StoreError};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -20,6 +20,9 @@ use crate::schedule::{Claimed, Release, Schedule};
 
 /// The checkpoint name of the saga's feed consumer.
 pub const CHECKPOINT: &str = "saga";
+
+/// How the feed consumer waits after a failed batch: from about 100 ms, doubling up to 5 s.
+const FEED_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Runs the saga in this process.
 #[derive(Debug)]
@@ -89,10 +92,10 @@ impl SagaWorker {
     }
 
     async fn consume_feed(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut waits = FEED_RETRY.waits();
         while !*stop.borrow() {
             match self.consume_batch().await {
-                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(true) => waits.reset(),
                 Ok(false) => {
                     let after = match self.db.checkpoint(CHECKPOINT).await {
                         Ok(position) => position,
@@ -105,11 +108,12 @@ impl SagaWorker {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "saga feed consumer failed; retrying");
+                    // The schedule never gives up; its longest wait stands in should it ever end.
+                    let wait = waits.next_wait().unwrap_or(FEED_RETRY.max);
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                         _ = stop.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -226,8 +230,10 @@ impl SagaWorker {
                     tracing::warn!(saga_id = %claim.saga_id, error = %err, "could not release a saga; its lease will expire");
                 }
             }
+            // Not a failure: the other driver carries on, and a record decided here on a version it
+            // has moved past is refused.
             Err(DriveError::LeaseLost) => {
-                tracing::warn!(saga_id = %claim.saga_id, "lost the lease on a saga; another driver has it");
+                tracing::info!(saga_id = %claim.saga_id, "lost the lease on a saga; another driver has it");
             }
             Err(DriveError::Store(err)) => {
                 tracing::warn!(saga_id = %claim.saga_id, error = %err, "driving a saga failed; retrying soon");

@@ -255,3 +255,40 @@ impl DomainEvent for SagaEvent {
         SAGA_EVENT_VERSION.to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The failure events are stored history: their JSON must not follow a rename in the code.
+    #[test]
+    fn a_failed_step_and_a_park_are_stored_as_they_always_were() {
+        let retry_at = Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 1).single().unwrap();
+        let failed = SagaEvent::StepFailed {
+            step: Step::Refund,
+            error: "the payment provider did not answer in time".into(),
+            attempt: 3,
+            retry_at: Some(retry_at),
+        };
+        let parked = SagaEvent::SagaParked { step: Step::Refund, error: "no price".into() };
+
+        assert_eq!(
+            serde_json::to_value(&failed).unwrap(),
+            json!({"StepFailed": {
+                "step": "refund",
+                "error": "the payment provider did not answer in time",
+                "attempt": 3,
+                "retry_at": "2030-01-01T12:00:01Z",
+            }})
+        );
+        assert_eq!(
+            serde_json::to_value(&parked).unwrap(),
+            json!({"SagaParked": {"step": "refund", "error": "no price"}})
+        );
+        assert_eq!((failed.event_type(), failed.event_version()), ("StepFailed".to_owned(), "1.0".to_owned()));
+        assert_eq!((parked.event_type(), parked.event_version()), ("SagaParked".to_owned(), "1.0".to_owned()));
+    }
+}

@@ -5,6 +5,7 @@
 //! Its routing is explicit: [`SagaInstance::next_action`] looks at what has happened (and at whether
 //! the guest has asked to cancel) and names the one thing to do next. The driver performs it and
 //! records what came of it; a crash between the two repeats the action, which every step tolerates.
+//! Like the domain's aggregates, it takes time from the clock in its [`DomainServices`].
 
 mod events;
 
@@ -15,7 +16,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
-use stay_domain::{CardToken, GuestCount, Money, RejectionReason, ReservationId, RoomId, StayDates, UserId};
+use stay_domain::{
+    CardToken, DomainServices, GuestCount, Money, RejectionReason, ReservationId, RoomId, StayDates, UserId,
+};
 
 pub use events::{
     CompensationReason, Deadline, Outcome, ResumeAction, SagaEvent, Step, StepOutcome, SAGA_EVENT_VERSION,
@@ -113,6 +116,29 @@ pub enum Action {
     WaitUntil(DateTime<Utc>),
     /// Nothing until something happens outside (a cancellation, an operator).
     Idle,
+}
+
+impl Action {
+    /// The action's name, for spans and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Hold => "hold",
+            Action::RequestCharge => "request_charge",
+            Action::Charge => "charge",
+            Action::Confirm => "confirm",
+            Action::FireDeadline => "fire_deadline",
+            Action::Compensate(_) => "compensate",
+            Action::Void => "void",
+            Action::Refund => "refund",
+            Action::Release => "release",
+            Action::Reject(_) => "reject",
+            Action::CompleteCancellation => "complete_cancellation",
+            Action::Complete(_) => "complete",
+            Action::WaitUntil(_) => "wait",
+            Action::Idle => "idle",
+        }
+    }
 }
 
 /// What the saga is asked to record.
@@ -395,12 +421,12 @@ impl Aggregate for SagaInstance {
     type Command = SagaCommand;
     type Event = SagaEvent;
     type Error = SagaError;
-    type Services = ();
+    type Services = DomainServices;
 
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
         let events = match command {
@@ -420,7 +446,7 @@ impl Aggregate for SagaInstance {
                 };
                 let mut events = vec![SagaEvent::SagaResumed { action, by: by.clone() }];
                 if action == ResumeAction::Skip {
-                    let started_at = Utc::now();
+                    let started_at = services.clock.now();
                     events.push(SagaEvent::StepSucceeded { step, outcome: StepOutcome::Skipped { by }, started_at });
                 }
                 events

@@ -1,13 +1,21 @@
 //! Given these saga events, when the driver asks, then this is the next action.
 
+use std::sync::Arc;
+
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
-use stay_domain::{Currency, GuestCount, Money, RejectionReason, StayDates, UserId};
+use stay_domain::{Currency, FixedClock, GuestCount, Money, RejectionReason, StayDates, UserId};
 
 use super::*;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).single().unwrap()
+}
+
+/// Services whose clock stands at [`now`].
+fn services() -> DomainServices {
+    DomainServices::new(Arc::new(FixedClock::at(now())))
 }
 
 fn price() -> Money {
@@ -179,7 +187,48 @@ async fn recording_on_a_stale_version_is_refused() {
     let mut saga = given(vec![started()]);
     let sink = EventSink::default();
     let stale = SagaCommand::Record { version: 0, events: vec![] };
-    assert_eq!(saga.handle(stale, &(), &sink).await, Err(SagaError::Stale { expected: 0, actual: 1 }));
+    assert_eq!(saga.handle(stale, &services(), &sink).await, Err(SagaError::Stale { expected: 0, actual: 1 }));
     let resume = SagaCommand::Resume { action: ResumeAction::Retry, by: "ops".into() };
-    assert_eq!(saga.handle(resume, &(), &sink).await, Err(SagaError::NotParked { status: "running" }));
+    assert_eq!(saga.handle(resume, &services(), &sink).await, Err(SagaError::NotParked { status: "running" }));
+}
+
+#[tokio::test]
+async fn an_operators_skip_is_recorded_at_the_clocks_time() {
+    let mut parked = charging();
+    parked.push(SagaEvent::SagaParked { step: Step::Charge, error: "protocol".into() });
+    let later = now() + Duration::hours(3);
+
+    TestFramework::<SagaInstance>::with(DomainServices::new(Arc::new(FixedClock::at(later))))
+        .given(parked)
+        .when_async(SagaCommand::Resume { action: ResumeAction::Skip, by: "ops".into() })
+        .await
+        .then_expect_events(vec![
+            SagaEvent::SagaResumed { action: ResumeAction::Skip, by: "ops".into() },
+            SagaEvent::StepSucceeded {
+                step: Step::Charge,
+                outcome: StepOutcome::Skipped { by: "ops".into() },
+                started_at: later,
+            },
+        ]);
+}
+
+#[tokio::test]
+async fn an_operators_retry_resumes_without_recording_a_step() {
+    let mut parked = charging();
+    parked.push(SagaEvent::SagaParked { step: Step::Charge, error: "protocol".into() });
+
+    TestFramework::<SagaInstance>::with(services())
+        .given(parked)
+        .when_async(SagaCommand::Resume { action: ResumeAction::Retry, by: "ops".into() })
+        .await
+        .then_expect_events(vec![SagaEvent::SagaResumed { action: ResumeAction::Retry, by: "ops".into() }]);
+}
+
+#[tokio::test]
+async fn only_a_parked_saga_can_be_resumed() {
+    TestFramework::<SagaInstance>::with(services())
+        .given_no_previous_events()
+        .when_async(SagaCommand::Resume { action: ResumeAction::Retry, by: "ops".into() })
+        .await
+        .then_expect_error(SagaError::NotFound);
 }

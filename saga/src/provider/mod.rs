@@ -4,8 +4,9 @@
 //! refund): asked twice, the provider answers the first outcome again and moves money once.
 //! Adapters: [`simulator::Simulator`] in process (the default), [`http::HttpProvider`] over HTTP
 //! to `stay payment-sim`; [`resilient::Resilient`] wraps either with a timeout, retries with
-//! jittered backoff and a circuit breaker.
+//! jittered backoff and a circuit breaker ([`breaker`]).
 
+pub mod breaker;
 pub mod http;
 pub mod resilient;
 pub mod simulator;

@@ -1,5 +1,6 @@
-//! Resilience around any payment provider: a timeout per call, retries with full-jitter
-//! exponential backoff, and a circuit breaker.
+//! Resilience around any payment provider: a timeout per call, retries with jittered exponential
+//! backoff (Stay's one retry schedule, [`stay_store::Backoff`]), and a circuit breaker
+//! ([`super::breaker`]).
 //!
 //! Only failures to get an answer ([`ProviderError::Timeout`], [`ProviderError::Unavailable`]) are
 //! retried and counted by the breaker; a decline, a refused refund or a protocol error is an
@@ -13,13 +14,15 @@
 //! `stay_provider_circuit_open` (1 while the circuit is open or half-open, 0 once closed).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
+use stay_store::Backoff;
 use tokio::time::Instant;
 
+use super::breaker::Circuit;
+pub use super::breaker::{CircuitHandle, CircuitState};
 use super::{
     ChargeOutcome, ChargeRequest, LedgerEntry, PaymentProvider, ProviderError, RefundOutcome, RefundRequest,
     VoidOutcome, VoidRequest,
@@ -33,9 +36,10 @@ pub struct ResilienceConfig {
     pub call_timeout: Duration,
     /// Attempts per call, the first included (at least 1).
     pub max_attempts: u32,
-    /// The backoff before the second attempt is up to this; it doubles per attempt.
+    /// The wait before the second attempt is up to this (and at least half of it); it doubles per
+    /// attempt.
     pub backoff_base: Duration,
-    /// The backoff never exceeds this.
+    /// The wait never exceeds this.
     pub backoff_max: Duration,
     /// Consecutive failed attempts that open the circuit (at least 1).
     pub failure_threshold: u32,
@@ -56,32 +60,11 @@ impl Default for ResilienceConfig {
     }
 }
 
-/// Whether calls are going through to the provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitState {
-    /// Calls go through.
-    Closed,
-    /// Calls fail at once; a trial call is let through after `retry_in`.
-    Open {
-        /// Time left before the trial call.
-        retry_in: Duration,
-    },
-    /// The cool-down is over: the next call is a trial; its success closes the circuit, its
-    /// failure opens it again.
-    HalfOpen,
-}
-
-/// A cheap, cloneable view of a [`Resilient`]'s circuit, for whoever must answer quickly while the
-/// provider is down (the HTTP side) without holding the provider itself.
-#[derive(Clone, Debug)]
-pub struct CircuitHandle {
-    breaker: Arc<Mutex<Breaker>>,
-}
-
-impl CircuitHandle {
-    /// The circuit's state now.
-    pub fn state(&self) -> CircuitState {
-        lock(&self.breaker).state(Instant::now())
+impl ResilienceConfig {
+    /// The waits between the attempts of one call: one fewer than the attempts.
+    pub fn retries(&self) -> Backoff {
+        let waits = self.max_attempts.max(1) - 1;
+        Backoff::new(self.backoff_base, self.backoff_max).times(usize::try_from(waits).unwrap_or(usize::MAX))
     }
 }
 
@@ -90,19 +73,14 @@ impl CircuitHandle {
 pub struct Resilient<P> {
     inner: P,
     config: ResilienceConfig,
-    breaker: Arc<Mutex<Breaker>>,
+    circuit: Circuit,
 }
 
 impl<P: PaymentProvider> Resilient<P> {
     /// Wraps `inner`. Zero attempts or a zero threshold are read as 1.
     pub fn new(inner: P, config: ResilienceConfig) -> Self {
-        let breaker = Breaker {
-            failure_threshold: config.failure_threshold.max(1),
-            cool_down: config.cool_down,
-            state: BreakerState::Closed { failures: 0 },
-        };
-        metrics::gauge!("stay_provider_circuit_open").set(0.0);
-        Self { inner, config, breaker: Arc::new(Mutex::new(breaker)) }
+        let circuit = Circuit::new(config.failure_threshold, config.cool_down);
+        Self { inner, config, circuit }
     }
 
     /// The provider wrapped.
@@ -117,12 +95,12 @@ impl<P: PaymentProvider> Resilient<P> {
 
     /// The circuit's state now.
     pub fn circuit(&self) -> CircuitState {
-        lock(&self.breaker).state(Instant::now())
+        self.circuit.state()
     }
 
     /// A view of the circuit that can be handed to other components.
     pub fn circuit_handle(&self) -> CircuitHandle {
-        CircuitHandle { breaker: Arc::clone(&self.breaker) }
+        self.circuit.handle()
     }
 
     /// Runs `attempt` under the timeout, retry and breaker rules.
@@ -132,12 +110,12 @@ impl<P: PaymentProvider> Resilient<P> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let attempts = self.config.max_attempts.max(1);
+        let mut waits = self.config.retries().waits();
         let mut number = 1;
         let mut last_failure = None;
         loop {
-            let permit = match lock(&self.breaker).admit(Instant::now(), self.config.call_timeout) {
-                Ok(permit) => permit,
+            let admission = match self.circuit.admit(self.config.call_timeout) {
+                Ok(admission) => admission,
                 Err(refusal) => {
                     count(op, error_label(&refusal));
                     // Opened by another call between our attempts: our own failure says more (a
@@ -145,36 +123,28 @@ impl<P: PaymentProvider> Resilient<P> {
                     return Err(last_failure.unwrap_or(refusal));
                 }
             };
-            let mut trial = TrialGuard { breaker: &self.breaker, armed: permit == Permit::Trial };
             let started = Instant::now();
             let result =
                 tokio::time::timeout(self.config.call_timeout, attempt()).await.unwrap_or(Err(ProviderError::Timeout));
             metrics::histogram!("stay_provider_call_duration_seconds", "op" => op)
                 .record(started.elapsed().as_secs_f64());
             count(op, result.as_ref().map_or_else(error_label, Labelled::label));
-            trial.armed = false;
 
             let retryable = matches!(result, Err(ProviderError::Timeout | ProviderError::Unavailable(_)));
-            let opened = {
-                let mut breaker = lock(&self.breaker);
-                if retryable {
-                    breaker.failed(Instant::now())
-                } else {
-                    // Any answer, even a decline or a refusal, shows the provider is alive.
-                    breaker.succeeded();
-                    false
-                }
-            };
-            match result {
-                Err(err) if retryable && number < attempts && !opened => {
+            // Any answer, even a decline or a refusal, shows the provider is alive.
+            let opened = admission.report(!retryable);
+            // When the breaker has just opened, stop here rather than back off into a refusal, and
+            // report the real failure (a timeout may have moved money).
+            let wait = if retryable && !opened { waits.next_wait() } else { None };
+            match (result, wait) {
+                (Err(err), Some(wait)) => {
                     tracing::debug!(op, attempt = number, error = %err, "payment provider call failed; retrying");
-                    tokio::time::sleep(backoff(&self.config, number)).await;
+                    tokio::time::sleep(wait).await;
                     number += 1;
                     last_failure = Some(err);
                 }
-                // The breaker just opened: stop here rather than back off into a refusal, and
-                // report the real failure (a timeout may have moved money).
-                result => return result,
+                // An answer, or the attempts are spent.
+                (result, _) => return result,
             }
         }
     }
@@ -218,15 +188,6 @@ impl<T: PaymentProvider + ?Sized> PaymentProvider for Arc<T> {
     async fn ledger(&self) -> Result<Vec<LedgerEntry>, ProviderError> {
         (**self).ledger().await
     }
-}
-
-/// Full jitter: a uniformly random wait up to the exponential cap, so callers that failed together
-/// do not come back together.
-fn backoff(config: &ResilienceConfig, failed_attempt: u32) -> Duration {
-    let exponent = failed_attempt.saturating_sub(1).min(31);
-    let cap = config.backoff_base.saturating_mul(1 << exponent).min(config.backoff_max);
-    let cap_micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(rand::thread_rng().gen_range(0..=cap_micros))
 }
 
 fn count(op: &'static str, result: &'static str) {
@@ -281,116 +242,11 @@ fn error_label(err: &ProviderError) -> &'static str {
     }
 }
 
-fn lock(breaker: &Mutex<Breaker>) -> MutexGuard<'_, Breaker> {
-    // The breaker's state is valid after any panic (each update is one assignment), so a poisoned
-    // lock is still worth using.
-    breaker.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[derive(Debug)]
-struct Breaker {
-    failure_threshold: u32,
-    cool_down: Duration,
-    state: BreakerState,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { trial_in_flight: bool },
-}
-
-/// What the breaker let through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Permit {
-    Normal,
-    /// The one call of the half-open state.
-    Trial,
-}
-
-impl Breaker {
-    fn state(&self, now: Instant) -> CircuitState {
-        match self.state {
-            BreakerState::Closed { .. } => CircuitState::Closed,
-            BreakerState::Open { until } if now < until => CircuitState::Open { retry_in: until - now },
-            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => CircuitState::HalfOpen,
-        }
-    }
-
-    /// Lets a call through, or says how long until one would be.
-    fn admit(&mut self, now: Instant, call_timeout: Duration) -> Result<Permit, ProviderError> {
-        match self.state {
-            BreakerState::Closed { .. } => Ok(Permit::Normal),
-            BreakerState::Open { until } if now < until => {
-                Err(ProviderError::CircuitOpen { retry_in_ms: ceil_millis(until - now) })
-            }
-            BreakerState::Open { .. } | BreakerState::HalfOpen { trial_in_flight: false } => {
-                self.state = BreakerState::HalfOpen { trial_in_flight: true };
-                Ok(Permit::Trial)
-            }
-            // The trial decides within one call timeout.
-            BreakerState::HalfOpen { trial_in_flight: true } => {
-                Err(ProviderError::CircuitOpen { retry_in_ms: ceil_millis(call_timeout) })
-            }
-        }
-    }
-
-    fn succeeded(&mut self) {
-        if !matches!(self.state, BreakerState::Closed { .. }) {
-            tracing::info!("payment provider answered again; circuit closed");
-            metrics::gauge!("stay_provider_circuit_open").set(0.0);
-        }
-        self.state = BreakerState::Closed { failures: 0 };
-    }
-
-    /// Counts a failed attempt; answers whether it opened the circuit.
-    fn failed(&mut self, now: Instant) -> bool {
-        let open = match self.state {
-            BreakerState::Closed { failures } => {
-                let failures = failures.saturating_add(1);
-                self.state = BreakerState::Closed { failures };
-                failures >= self.failure_threshold
-            }
-            BreakerState::HalfOpen { .. } => true,
-            // Already open (a call admitted before it opened has failed too): keep the cool-down.
-            BreakerState::Open { .. } => return true,
-        };
-        if open {
-            tracing::warn!(cool_down = ?self.cool_down, "payment provider failing; circuit open");
-            metrics::gauge!("stay_provider_circuit_open").set(1.0);
-            self.state = BreakerState::Open { until: now + self.cool_down };
-        }
-        open
-    }
-}
-
-/// Frees the half-open trial slot if the trial call is abandoned (its caller gave up), so the
-/// circuit cannot stay half-open with a trial that will never report.
-struct TrialGuard<'a> {
-    breaker: &'a Mutex<Breaker>,
-    armed: bool,
-}
-
-impl Drop for TrialGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut breaker = lock(self.breaker);
-            if matches!(breaker.state, BreakerState::HalfOpen { .. }) {
-                breaker.state = BreakerState::HalfOpen { trial_in_flight: false };
-            }
-        }
-    }
-}
-
-fn ceil_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros().div_ceil(1000)).unwrap_or(u64::MAX).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Mutex;
 
     use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
     use stay_domain::{Currency, Money, PaymentId, ReservationId};
@@ -606,13 +462,23 @@ mod tests {
         assert_eq!(silent.circuit(), CircuitState::Closed);
     }
 
-    #[test]
-    fn backoff_is_jittered_below_an_exponential_cap() {
-        let config = ResilienceConfig::default();
-        for (attempt, cap) in [(1, 50), (2, 100), (3, 200), (5, 800), (6, 1_000), (40, 1_000)] {
-            for _ in 0..50 {
-                assert!(backoff(&config, attempt) <= Duration::from_millis(cap), "attempt {attempt}");
-            }
+    #[tokio::test]
+    async fn attempts_are_spaced_by_the_backoff_and_stop_after_max_attempts() {
+        tokio::time::pause();
+        // A high threshold keeps the circuit out of it: only the retry schedule decides.
+        for (max_attempts, waited_ms) in [(1, 0..=0), (3, 75..=155), (5, 375..=755)] {
+            let config = ResilienceConfig { max_attempts, failure_threshold: 100, ..Default::default() };
+            let provider = Resilient::new(Counting { inner: down(), calls: AtomicU32::new(0) }, config);
+            let started = Instant::now();
+
+            let err = provider.charge(&charge_with(cards::VISA)).await.unwrap_err();
+
+            assert!(matches!(err, ProviderError::Unavailable(_)), "{err:?}");
+            assert_eq!(calls(&provider), max_attempts, "every attempt, then it gives up");
+            // Each wait is between half its ceiling and the ceiling (50, 100, 200, 400 ms); the timer
+            // rounds each up to a whole millisecond.
+            let waited = u64::try_from(started.elapsed().as_millis()).unwrap();
+            assert!(waited_ms.contains(&waited), "{max_attempts} attempts waited {waited} ms");
         }
     }
 

@@ -1,0 +1,250 @@
+//! Driving one saga instance: decide, act, record — until it has to wait.
+//!
+//! Each action is one command to an aggregate or one provider call (the `steps` module holds them),
+//! and each is safe to repeat: the aggregates treat a repeated saga command as a no-op, the
+//! provider honours its idempotency keys, and every command carries a deterministic `command_id`.
+//! So when a driver dies between acting and recording, the next one repeats the action and
+//! records the same outcome. A step that fails says why ([`StepError`]); what follows is decided
+//! by [`decide`] and recorded, so every retry, wait and park is on the saga's timeline.
+//!
+//! Each step runs in a `saga_step` span carrying the saga id (the reservation id, which is also
+//! the correlation id of every command the saga sends), the action and step, the saga's version
+//! the step was decided on, and the feed position of the events it recorded.
+
+mod config;
+mod decision;
+mod error;
+mod steps;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use stay_domain::{Clock, ReservationStatus};
+use stay_store::{CommandContext, ExecuteError, Executor, Executors, Position, StoreError};
+use tracing::Instrument;
+
+pub use config::SagaConfig;
+pub use decision::{decide, Decision};
+pub use error::StepError;
+
+use crate::instance::{Action, SagaCommand, SagaError, SagaEvent, SagaInstance, Step};
+use crate::payment_ledger::PaymentLedger;
+use crate::provider::PaymentProvider;
+use crate::schedule::Schedule;
+
+/// Why a drive stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// The store failed while reading or recording the saga.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another driver took the instance (our lease expired).
+    #[error("the lease on the saga was lost")]
+    LeaseLost,
+}
+
+/// Where a drive left an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// The instance.
+    pub saga: SagaInstance,
+    /// When to look again (`None`: only when woken).
+    pub due: Option<DateTime<Utc>>,
+    /// The step it is at.
+    pub step: Step,
+}
+
+/// Drives saga instances.
+#[derive(Debug)]
+pub struct Driver {
+    executors: Arc<Executors>,
+    sagas: Arc<Executor<SagaInstance>>,
+    provider: Arc<dyn PaymentProvider>,
+    ledger: PaymentLedger,
+    clock: Arc<dyn Clock>,
+    config: SagaConfig,
+}
+
+/// The most actions in one drive before the instance is given back (and taken again when due).
+const MAX_ACTIONS_PER_DRIVE: usize = 64;
+
+impl Driver {
+    /// A driver over the aggregates' executors, the saga's own, the provider and the schedule (whose
+    /// database also holds the payment ledger the driver writes).
+    pub fn new(
+        executors: Arc<Executors>,
+        sagas: Arc<Executor<SagaInstance>>,
+        provider: Arc<dyn PaymentProvider>,
+        schedule: Schedule,
+        clock: Arc<dyn Clock>,
+        config: SagaConfig,
+    ) -> Self {
+        let ledger = PaymentLedger::new(schedule.database().clone());
+        Self { executors, sagas, provider, ledger, clock, config }
+    }
+
+    /// The saga executor (for operators' resumes).
+    pub fn sagas(&self) -> &Executor<SagaInstance> {
+        &self.sagas
+    }
+
+    /// Drives `saga_id` until it has to wait; `renew` keeps the lease (false: lost).
+    pub async fn drive<F, Fut>(&self, saga_id: &str, mut renew: F) -> Result<Settled, DriveError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, StoreError>>,
+    {
+        for _ in 0..MAX_ACTIONS_PER_DRIVE {
+            let (saga, _) = self.sagas.load(saga_id).await?;
+            let (reservation, _) = self.executors.reservations.load(saga_id).await?;
+            let cancel_requested = reservation.status() == Some(ReservationStatus::Cancelling);
+            let now = self.clock.now();
+            let action = saga.next_action(now, cancel_requested);
+            let step = saga.step(now, cancel_requested);
+            let due = match &action {
+                Action::Idle => None,
+                Action::WaitUntil(at) => Some(*at),
+                _ => {
+                    if !renew().await? {
+                        return Err(DriveError::LeaseLost);
+                    }
+                    self.step(saga_id, &saga, action, step, now).await?;
+                    continue;
+                }
+            };
+            return Ok(Settled { saga, due, step });
+        }
+        let (saga, _) = self.sagas.load(saga_id).await?;
+        let now = self.clock.now();
+        Ok(Settled { step: saga.step(now, false), saga, due: Some(now) })
+    }
+
+    /// Performs one action and records what came of it, in the step's span.
+    async fn step(
+        &self,
+        saga_id: &str,
+        saga: &SagaInstance,
+        action: Action,
+        step: Step,
+        now: DateTime<Utc>,
+    ) -> Result<(), DriveError> {
+        let span = tracing::info_span!(
+            "saga_step",
+            saga_id,
+            correlation_id = saga_id,
+            action = action.as_str(),
+            step = step.as_str(),
+            version = saga.version(),
+            position = tracing::field::Empty,
+        );
+        let work = async {
+            let started = Instant::now();
+            let events = self.perform(saga_id, saga, action, step, now).await;
+            metrics::histogram!("stay_saga_step_duration_seconds", "step" => step.as_str())
+                .record(started.elapsed().as_secs_f64());
+            let Some(position) = self.record(saga_id, saga, &events).await? else { return Ok(()) };
+            span.record("position", tracing::field::display(position));
+            for event in &events {
+                match event {
+                    SagaEvent::SagaCompleted { outcome } => tracing::info!(?outcome, "saga completed"),
+                    SagaEvent::SagaParked { step, error } => {
+                        tracing::warn!(step = step.as_str(), %error, "saga parked; an operator must retry or skip the step");
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        work.instrument(span.clone()).await
+    }
+
+    /// Records `events` on the saga as decided at its version; the position of the last one, or
+    /// `None` when there was nothing to record or another driver moved the saga first (the
+    /// caller then looks again).
+    async fn record(
+        &self,
+        saga_id: &str,
+        saga: &SagaInstance,
+        events: &[SagaEvent],
+    ) -> Result<Option<Position>, DriveError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let context = CommandContext::new("saga")
+            .with_command_id(format!("saga:{saga_id}:{}", saga.version()))
+            .correlated_to(saga_id);
+        let command = SagaCommand::Record { version: saga.version(), events: events.to_vec() };
+        match self.sagas.execute(saga_id, command, &context).await {
+            Ok(committed) => Ok(committed.last_position()),
+            Err(ExecuteError::Rejected(SagaError::Stale { .. }) | ExecuteError::Conflict { .. }) => {
+                tracing::debug!("the saga moved while the step ran; looking again");
+                Ok(None)
+            }
+            Err(ExecuteError::Rejected(other)) => {
+                tracing::error!(error = %other, "the saga refused its own record");
+                Ok(None)
+            }
+            Err(ExecuteError::Store(err)) => Err(err.into()),
+        }
+    }
+
+    /// Performs `action` and says what came of it, as events to record.
+    async fn perform(
+        &self,
+        saga_id: &str,
+        saga: &SagaInstance,
+        action: Action,
+        step: Step,
+        now: DateTime<Utc>,
+    ) -> Vec<SagaEvent> {
+        let result = match action {
+            Action::Start => self.start(saga_id).await,
+            Action::Hold => self.hold(saga, now).await,
+            Action::RequestCharge => self.request_charge(saga, now).await,
+            Action::Charge => self.charge(saga, now).await,
+            Action::Confirm => self.confirm(saga, now).await,
+            Action::FireDeadline => self.fire_deadline(saga).await,
+            Action::Compensate(reason) => Ok(vec![SagaEvent::CompensationStarted { reason }]),
+            Action::Void => self.void(saga, now).await,
+            Action::Refund => self.refund(saga, now).await,
+            Action::Release => self.release(saga, now).await,
+            Action::Reject(reason) => self.reject(saga, reason, now).await,
+            Action::CompleteCancellation => self.complete_cancellation(saga, now).await,
+            Action::Complete(outcome) => Ok(vec![SagaEvent::SagaCompleted { outcome }]),
+            Action::WaitUntil(_) | Action::Idle => Ok(Vec::new()),
+        };
+        result.unwrap_or_else(|error| self.failed(saga, step, &error, now))
+    }
+
+    /// A step failed: what [`decide`] makes of it, as events to record.
+    fn failed(&self, saga: &SagaInstance, step: Step, error: &StepError, now: DateTime<Utc>) -> Vec<SagaEvent> {
+        let failures = saga.failures();
+        let decision = decide(step, error, failures, &self.config, now, saga.payment_deadline());
+        let attempt = if decision.counts() { failures.saturating_add(1) } else { failures };
+        if decision.counts() {
+            metrics::counter!("stay_saga_retries_total", "step" => step.as_str()).increment(1);
+        }
+        let text = error.to_string();
+        match decision {
+            Decision::Wait { until } => {
+                tracing::debug!(%error, %until, "saga step waits for the payment provider");
+                vec![SagaEvent::StepFailed { step, error: text, attempt, retry_at: Some(until) }]
+            }
+            Decision::RetryAt(at) => {
+                tracing::warn!(attempt, %error, retry_at = %at, "saga step failed; retrying");
+                vec![SagaEvent::StepFailed { step, error: text, attempt, retry_at: Some(at) }]
+            }
+            // Logged once the park is recorded.
+            Decision::Park => {
+                vec![
+                    SagaEvent::StepFailed { step, error: text.clone(), attempt, retry_at: None },
+                    SagaEvent::SagaParked { step, error: text },
+                ]
+            }
+        }
+    }
+}
