@@ -16,8 +16,9 @@ use sqlx::{ConnectOptions, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use crate::error::StoreError;
 use crate::migrate::{self, MigrationSet};
 use crate::position::Position;
+use crate::redact::redact_password;
 use crate::sqlite::connect_options;
-use crate::store::{redact_password, StoreUrl};
+use crate::store::StoreUrl;
 
 /// The checkpoint table, installable in any SQL database a consumer writes to.
 pub const CHECKPOINT_MIGRATIONS: MigrationSet = MigrationSet {

@@ -19,6 +19,7 @@ pub mod executors;
 pub mod migrate;
 pub mod position;
 pub mod postgres;
+mod redact;
 mod signal;
 pub mod sql;
 pub mod sqlite;

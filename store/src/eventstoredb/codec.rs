@@ -367,16 +367,6 @@ pub(super) fn split_aggregate_types_param(url: &str) -> (String, Option<String>)
     (url, value)
 }
 
-/// An EventStoreDB URL fit for error messages: credentials replaced.
-pub(super) fn redact_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -575,13 +565,6 @@ mod tests {
             ("esdb://h:2113?tls=false&nodePreference=leader".into(), Some("Room,Saga".into()))
         );
         assert_eq!(split_aggregate_types_param("esdb://h?stayaggregatetypes=*"), ("esdb://h".into(), Some("*".into())));
-    }
-
-    #[test]
-    fn credentials_stay_out_of_messages() {
-        assert_eq!(redact_credentials("esdb://admin:changeit@h:2113?tls=false"), "esdb://***@h:2113?tls=false");
-        assert_eq!(redact_credentials("esdb://h:2113?x=a@b"), "esdb://h:2113?x=a@b");
-        assert_eq!(redact_credentials("nonsense"), "nonsense");
     }
 
     #[test]

@@ -54,14 +54,15 @@ pub use repository::EventStoreDbRepository;
 use feed::{EmptyRanges, KnownHead};
 
 use codec::{
-    event_data, expected_revision, known_position, read_from, redact_credentials, split_aggregate_types_param,
-    stream_name, to_position, Decoded, Envelope, SnapshotRecord,
+    event_data, expected_revision, known_position, read_from, split_aggregate_types_param, stream_name, to_position,
+    Decoded, Envelope, SnapshotRecord,
 };
 use repository::{append_to_stream, read_all_page, read_stream_from, read_stream_page, Direction};
 
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
+use crate::redact::redact_password;
 use crate::signal::FeedSignal;
 
 /// Smallest `$all` page of a feed read: a reader asking for one event should not pay one round
@@ -138,7 +139,7 @@ impl EventStoreDbStore {
         streams.validate()?;
         let settings: ClientSettings = url
             .parse()
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {}", redact_credentials(url), describe(&e))))?;
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {}", redact_password(url), describe(&e))))?;
         let runtime = tokio::runtime::Handle::try_current().map_err(StoreError::database)?;
         let client = Client::with_runtime_handle(runtime, settings)?;
         probe(&client).await?;
