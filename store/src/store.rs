@@ -15,7 +15,8 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::checkpoint::{SqlDatabase, CHECKPOINT_MIGRATIONS};
+use crate::checkpoint::CHECKPOINT_MIGRATIONS;
+use crate::database::SqlDatabase;
 use crate::error::StoreError;
 use crate::event::{upcast_serialized, Append, RecordedEvent, Snapshot};
 use crate::migrate::STORE_MIGRATIONS;
