@@ -11,6 +11,9 @@
 //! 3. `handle` the command, collect its events, append them expecting the loaded version;
 //! 4. on a conflict, forget the cached state, wait by the [`Backoff`] schedule and go again;
 //! 5. answer with the committed events and their global positions.
+//!
+//! Each command runs in an `execute` span naming the aggregate, the command and its correlation
+//! id, and recording the attempts it took and the version and position it reached.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +26,7 @@ use std::time::Duration;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use stay_domain::Clock;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::error::StoreError;
@@ -185,6 +189,45 @@ impl<A: Aggregate + 'static> Executor<A> {
         A::Command: Clone,
         A::Error: std::error::Error,
     {
+        // Info, so the default filter (`stay_store=info`) keeps it. The log output shows a span
+        // only as the context of the events inside it: a command that logs nothing prints
+        // nothing, while what it does log (a give-up after conflicts, an unreadable snapshot, the
+        // retries at debug level) names the aggregate, the command and the business transaction
+        // a person searches logs for. The cost is the span's bookkeeping: its fields borrow what
+        // the caller holds, and the position is formatted only by a subscriber that records it.
+        let span = tracing::info_span!(
+            "execute",
+            aggregate = A::TYPE,
+            aggregate_id,
+            command_id = context.command_id.as_str(),
+            correlation_id = context.correlation_id.as_str(),
+            attempts = tracing::field::Empty,
+            version = tracing::field::Empty,
+            position = tracing::field::Empty,
+        );
+        let (outcome, attempts) =
+            self.execute_with_retries(aggregate_id, command, context).instrument(span.clone()).await;
+        span.record("attempts", attempts);
+        if let Ok(committed) = &outcome {
+            span.record("version", committed.version);
+            if let Some(position) = committed.last_position() {
+                span.record("position", tracing::field::display(position));
+            }
+        }
+        outcome
+    }
+
+    /// `execute` without its span: the outcome, and how many attempts it took.
+    async fn execute_with_retries(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> (Result<Committed<A::Event>, ExecuteError<A::Error>>, u32)
+    where
+        A::Command: Clone,
+        A::Error: std::error::Error,
+    {
         let max_attempts = self.config.max_attempts.max(1);
         // `max_attempts` tries have one wait fewer between them.
         let mut waits = self.config.backoff.times(max_attempts as usize - 1).waits();
@@ -196,25 +239,28 @@ impl<A: Aggregate + 'static> Executor<A> {
                 Err(ExecuteError::Store(StoreError::Conflict)) => {
                     self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                     match waits.next_wait() {
-                        Some(wait) => tokio::time::sleep(wait).await,
+                        Some(wait) => {
+                            tracing::debug!(attempt, ?wait, "conflict; trying again");
+                            tokio::time::sleep(wait).await;
+                        }
                         None => break,
                     }
                 }
                 Err(err @ ExecuteError::Rejected(_)) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    return Err(err);
+                    return (Err(err), attempt);
                 }
                 other => {
                     if other.is_ok() {
                         self.stats.committed.fetch_add(1, Ordering::Relaxed);
                     }
-                    return other;
+                    return (other, attempt);
                 }
             }
         }
         self.stats.gave_up.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(aggregate = A::TYPE, aggregate_id, attempts = attempt, "command gave up after conflicts");
-        Err(ExecuteError::Conflict { attempts: attempt })
+        (Err(ExecuteError::Conflict { attempts: attempt }), attempt)
     }
 
     /// The aggregate's current state and version, as a command would see it.
@@ -547,5 +593,94 @@ mod tests {
         let (_dir, executor) = executor(1, config).await;
         let outcome = executor.execute(ID, Increment, &CommandContext::new("test")).await;
         assert!(matches!(outcome, Err(ExecuteError::Conflict { attempts: 1 })), "{outcome:?}");
+    }
+
+    /// A span's fields by name, as a subscriber sees them.
+    type SpanFields = HashMap<&'static str, String>;
+
+    /// Every span's name and fields.
+    #[derive(Clone, Default)]
+    struct SpanLog {
+        spans: Arc<Mutex<Vec<(&'static str, SpanFields)>>>,
+    }
+
+    struct Fields<'a>(&'a mut SpanFields);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            self.0.insert(field.name(), format!("{value:?}"));
+        }
+
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name(), value.to_owned());
+        }
+    }
+
+    impl SpanLog {
+        fn fields(&self, name: &str) -> Vec<SpanFields> {
+            let spans = self.spans.lock().expect("span log");
+            spans.iter().filter(|(n, _)| *n == name).map(|(_, fields)| fields.clone()).collect()
+        }
+    }
+
+    impl tracing::Subscriber for SpanLog {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut fields = HashMap::new();
+            span.record(&mut Fields(&mut fields));
+            let mut spans = self.spans.lock().expect("span log");
+            spans.push((span.metadata().name(), fields));
+            tracing::span::Id::from_u64(spans.len() as u64)
+        }
+
+        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut spans = self.spans.lock().expect("span log");
+            let index = usize::try_from(span.into_u64() - 1).expect("an index");
+            values.record(&mut Fields(&mut spans[index].1));
+        }
+
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn each_command_runs_in_a_span_with_its_ids_and_what_it_did() {
+        let log = SpanLog::default();
+        // The test runtime polls on this thread only, so a thread-local subscriber sees it all.
+        let _subscriber = tracing::subscriber::set_default(log.clone());
+        let (_dir, landing) = executor(1, ExecutorConfig::default()).await;
+        let context = CommandContext::new("test").with_command_id("cmd-1").correlated_to("res-7");
+        // With one thread-local subscriber, tracing asks only the registering thread's subscriber
+        // whether a callsite is wanted, and a test on another thread may have asked first (and
+        // been told no): ask again from here, just before the span is made.
+        tracing::callsite::rebuild_interest_cache();
+        let committed = landing.execute(ID, Increment, &context).await.expect("landed");
+
+        let spans = log.fields("execute");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let span = &spans[0];
+        assert_eq!(span["aggregate"], "Counter");
+        assert_eq!(span["aggregate_id"], ID);
+        assert_eq!(span["command_id"], "cmd-1");
+        assert_eq!(span["correlation_id"], "res-7");
+        assert_eq!(span["attempts"], "2");
+        assert_eq!(span["version"], "2");
+        let position = committed.last_position().expect("a position");
+        assert_eq!(span["position"], position.to_string());
+
+        // A command that gives up records its attempts, and no version or position.
+        let config = ExecutorConfig { max_attempts: 2, ..ExecutorConfig::default() };
+        let (_other_dir, giving_up) = executor(u32::MAX, config).await;
+        tracing::callsite::rebuild_interest_cache();
+        giving_up.execute(ID, Increment, &context).await.expect_err("gave up");
+        let spans = log.fields("execute");
+        let span = &spans[1];
+        assert_eq!(span["attempts"], "2");
+        assert!(!span.contains_key("version") && !span.contains_key("position"), "{span:?}");
     }
 }
