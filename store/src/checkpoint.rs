@@ -1,143 +1,52 @@
 //! Checkpoints: how far a named consumer of the feed has got.
 //!
-//! A consumer writes its own rows and its checkpoint in one transaction on the same database, so a
-//! crash between the two cannot happen; and the checkpoint moves by compare-and-set from the
-//! position the consumer read, so two workers cannot both apply a batch. Effects are exactly-once
-//! although delivery is at-least-once. `SqlDatabase` is that database (the read store): the event store's own SQLite
-//! file or PostgreSQL database by default, or a separate one.
+//! A consumer writes its own rows and its checkpoint in one transaction on the same database (a
+//! [`SqlDatabase`]), so a crash between the two cannot happen; and the checkpoint moves by
+//! compare-and-set from the position the consumer read, so two workers cannot both apply a batch.
+//! Effects are exactly-once although delivery is at-least-once.
 
 use chrono::{SecondsFormat, Utc};
-use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{ConnectOptions, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
-
+use crate::database::{SqlDatabase, SqlTransaction};
 use crate::error::StoreError;
-use crate::migrate::{self, MigrationSet};
+use crate::migrate::{Migration, MigrationSet};
 use crate::position::Position;
-use crate::sqlite::connect_options;
-use crate::store::{redact_password, StoreUrl};
+use crate::sql::{Arg, Row};
 
 /// The checkpoint table, installable in any SQL database a consumer writes to.
 pub const CHECKPOINT_MIGRATIONS: MigrationSet = MigrationSet {
     component: "checkpoints",
-    sqlite: &[migrate::Migration {
+    sqlite: &[Migration {
         version: 1,
         name: "checkpoints",
         sql: include_str!("../migrations/sqlite/0001_checkpoints.sql"),
     }],
-    postgres: &[migrate::Migration {
+    postgres: &[Migration {
         version: 1,
         name: "checkpoints",
         sql: include_str!("../migrations/postgres/0001_checkpoints.sql"),
     }],
 };
 
-/// A SQL database that holds consumers' tables and their checkpoints.
-#[derive(Clone, Debug)]
-pub enum SqlDatabase {
-    /// A SQLite file.
-    Sqlite(SqlitePool),
-    /// A PostgreSQL database.
-    Postgres(PgPool),
-}
-
-/// A transaction on a `SqlDatabase`; consumers match on it to write their own rows.
-#[derive(Debug)]
-pub enum SqlTransaction {
-    /// On SQLite (begun IMMEDIATE, so it holds the write lock from the start and cannot deadlock
-    /// upgrading a read lock).
-    Sqlite(Transaction<'static, Sqlite>),
-    /// On PostgreSQL.
-    Postgres(Transaction<'static, Postgres>),
-}
+const READ: &str = "SELECT position FROM checkpoints WHERE name = $1";
+const LIST: &str = "SELECT name, position FROM checkpoints ORDER BY name";
+const RESET: &str = "DELETE FROM checkpoints WHERE name = $1";
 
 impl SqlDatabase {
-    /// Opens a SQL database of its own (a read store apart from the event store): a SQLite file
-    /// (created if missing) or an existing PostgreSQL database. EventStoreDB holds no tables.
-    pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
-        match url {
-            StoreUrl::Sqlite(path) => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(StoreError::database)?;
-                }
-                let pool = SqlitePoolOptions::new().max_connections(8).connect_with(connect_options(path)).await?;
-                Ok(SqlDatabase::Sqlite(pool))
-            }
-            StoreUrl::Postgres(url) => {
-                let options: PgConnectOptions =
-                    url.parse().map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", redact_password(url))))?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options.disable_statement_logging())
-                    .await?;
-                Ok(SqlDatabase::Postgres(pool))
-            }
-            StoreUrl::EventStoreDb(url) => Err(StoreError::UnsupportedUrl(format!(
-                "{}: a read store must be SQLite or PostgreSQL",
-                redact_password(url)
-            ))),
-        }
-    }
-
-    /// Begins a transaction.
-    pub async fn begin(&self) -> Result<SqlTransaction, StoreError> {
-        Ok(match self {
-            SqlDatabase::Sqlite(pool) => SqlTransaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            SqlDatabase::Postgres(pool) => SqlTransaction::Postgres(pool.begin().await?),
-        })
-    }
-
-    /// Applies a component's pending migrations to this database.
-    pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
-        match self {
-            SqlDatabase::Sqlite(pool) => migrate::apply_sqlite(&mut *pool.acquire().await?, set).await,
-            SqlDatabase::Postgres(pool) => migrate::apply_postgres(&mut *pool.acquire().await?, set).await,
-        }
-    }
-
-    /// A component's migrations not yet applied to this database.
-    pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
-        match self {
-            SqlDatabase::Sqlite(pool) => migrate::pending_sqlite(&mut *pool.acquire().await?, set).await,
-            SqlDatabase::Postgres(pool) => migrate::pending_postgres(&mut *pool.acquire().await?, set).await,
-        }
-    }
-
     /// The consumer's checkpoint (`START` when it has none).
     pub async fn checkpoint(&self, name: &str) -> Result<Position, StoreError> {
-        let text: Option<String> = match self {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            SqlDatabase::Postgres(pool) => {
-                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
-        parse_checkpoint(name, text)
+        let rows = self.rows(READ, &[name.into()]).await?;
+        position_of(name, rows.first())
     }
 
     /// Every checkpoint, by name.
     pub async fn checkpoints(&self) -> Result<Vec<(String, Position)>, StoreError> {
-        let rows: Vec<(String, String)> = match self {
-            SqlDatabase::Sqlite(pool) => {
-                sqlx::query_as("SELECT name, position FROM checkpoints ORDER BY name").fetch_all(pool).await?
-            }
-            SqlDatabase::Postgres(pool) => {
-                sqlx::query_as("SELECT name, position FROM checkpoints ORDER BY name").fetch_all(pool).await?
-            }
-        };
-        rows.into_iter()
-            .map(|(name, text)| {
-                let position = parse_checkpoint(&name, Some(text))?;
+        self.rows(LIST, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                let name = row.text("name")?;
+                let position = position_of(&name, Some(row))?;
                 Ok((name, position))
             })
             .collect()
@@ -147,21 +56,8 @@ impl SqlDatabase {
 impl SqlTransaction {
     /// The consumer's checkpoint as this transaction sees it.
     pub async fn checkpoint(&mut self, name: &str) -> Result<Position, StoreError> {
-        let text: Option<String> = match self {
-            SqlTransaction::Sqlite(tx) => {
-                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?")
-                    .bind(name)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-            SqlTransaction::Postgres(tx) => {
-                sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-        };
-        parse_checkpoint(name, text)
+        let rows = self.rows(READ, &[name.into()]).await?;
+        position_of(name, rows.first())
     }
 
     /// Moves the consumer's checkpoint from `expected` to `position`; it takes effect with the
@@ -180,6 +76,9 @@ impl SqlTransaction {
             )));
         }
         let (expected_text, position_text) = (expected.to_string(), position.to_string());
+        // Written once per database, unlike the other statements: `updated_at` is a TIMESTAMPTZ
+        // from PostgreSQL's clock there, and RFC 3339 text from ours on SQLite, which has no time
+        // type (and no portable expression that writes the same text).
         let changed = match self {
             SqlTransaction::Sqlite(tx) => {
                 let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -192,6 +91,8 @@ impl SqlTransaction {
                         .execute(&mut **tx)
                         .await?
                         .rows_affected();
+                // No row moved: either there is none yet (a consumer's first save, from START) or
+                // another worker moved it. Inserting only if absent tells the two apart.
                 if moved == 0 && expected == Position::START {
                     sqlx::query(
                         "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
@@ -239,39 +140,122 @@ impl SqlTransaction {
 
     /// Forgets the consumer's checkpoint (it starts again from the beginning), e.g. for a rebuild.
     pub async fn reset_checkpoint(&mut self, name: &str) -> Result<(), StoreError> {
-        match self {
-            SqlTransaction::Sqlite(tx) => {
-                sqlx::query("DELETE FROM checkpoints WHERE name = ?").bind(name).execute(&mut **tx).await?;
-            }
-            SqlTransaction::Postgres(tx) => {
-                sqlx::query("DELETE FROM checkpoints WHERE name = $1").bind(name).execute(&mut **tx).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Commits the consumer's rows and checkpoint together.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            SqlTransaction::Sqlite(tx) => tx.commit().await?,
-            SqlTransaction::Postgres(tx) => tx.commit().await?,
-        }
-        Ok(())
-    }
-
-    /// Abandons the transaction.
-    pub async fn rollback(self) -> Result<(), StoreError> {
-        match self {
-            SqlTransaction::Sqlite(tx) => tx.rollback().await?,
-            SqlTransaction::Postgres(tx) => tx.rollback().await?,
-        }
+        self.run(RESET, &[Arg::from(name)]).await?;
         Ok(())
     }
 }
 
-fn parse_checkpoint(name: &str, text: Option<String>) -> Result<Position, StoreError> {
-    match text {
+/// The position in a checkpoint row; `START` when there is no row.
+fn position_of(name: &str, row: Option<&Row>) -> Result<Position, StoreError> {
+    match row {
         None => Ok(Position::START),
-        Some(text) => text.parse().map_err(|e| StoreError::Decode(format!("checkpoint `{name}`: {e}"))),
+        Some(row) => row.text("position")?.parse().map_err(|e| StoreError::Decode(format!("checkpoint `{name}`: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreUrl;
+
+    async fn database() -> (tempfile::TempDir, SqlDatabase) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = SqlDatabase::open(&StoreUrl::Sqlite(dir.path().join("read.db"))).await.expect("open");
+        db.migrate(&CHECKPOINT_MIGRATIONS).await.expect("migrate");
+        (dir, db)
+    }
+
+    async fn save(db: &SqlDatabase, name: &str, expected: Position, position: Position) -> Result<(), StoreError> {
+        let mut tx = db.begin().await.expect("begin");
+        let saved = tx.save_checkpoint(name, expected, position).await;
+        if saved.is_ok() {
+            tx.commit().await.expect("commit");
+        } else {
+            tx.rollback().await.expect("rollback");
+        }
+        saved
+    }
+
+    fn at(n: u64) -> Position {
+        Position::new(n, 0)
+    }
+
+    #[tokio::test]
+    async fn a_consumer_without_a_checkpoint_starts_at_the_beginning() {
+        let (_dir, db) = database().await;
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), Position::START);
+        assert!(db.checkpoints().await.expect("list").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_moves_forward_from_the_position_read() {
+        let (_dir, db) = database().await;
+        save(&db, "roomview", Position::START, at(5)).await.expect("first save");
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), at(5));
+        save(&db, "roomview", at(5), at(9)).await.expect("forward");
+        save(&db, "roomview", at(9), at(9)).await.expect("to where it is");
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), at(9));
+    }
+
+    #[tokio::test]
+    async fn a_stale_expected_position_is_a_conflict() {
+        let (_dir, db) = database().await;
+        save(&db, "roomview", Position::START, at(5)).await.expect("first save");
+        // A worker that read START before the first save, and one that read an older position.
+        assert!(matches!(save(&db, "roomview", Position::START, at(7)).await, Err(StoreError::Conflict)));
+        assert!(matches!(save(&db, "roomview", at(3), at(7)).await, Err(StoreError::Conflict)));
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), at(5));
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_never_moves_backwards() {
+        let (_dir, db) = database().await;
+        save(&db, "roomview", Position::START, at(5)).await.expect("first save");
+        assert!(matches!(save(&db, "roomview", at(5), at(3)).await, Err(StoreError::Schema(_))));
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), at(5));
+    }
+
+    #[tokio::test]
+    async fn a_save_is_seen_in_its_transaction_and_lost_with_its_rollback() {
+        let (_dir, db) = database().await;
+        let mut tx = db.begin().await.expect("begin");
+        tx.save_checkpoint("roomview", Position::START, at(5)).await.expect("save");
+        assert_eq!(tx.checkpoint("roomview").await.expect("in tx"), at(5));
+        tx.rollback().await.expect("rollback");
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), Position::START);
+    }
+
+    #[tokio::test]
+    async fn a_reset_starts_the_consumer_again() {
+        let (_dir, db) = database().await;
+        save(&db, "roomview", Position::START, at(5)).await.expect("first save");
+        let mut tx = db.begin().await.expect("begin");
+        tx.reset_checkpoint("roomview").await.expect("reset");
+        tx.reset_checkpoint("never-saved").await.expect("reset of nothing");
+        tx.commit().await.expect("commit");
+        assert_eq!(db.checkpoint("roomview").await.expect("read"), Position::START);
+        save(&db, "roomview", Position::START, at(2)).await.expect("from the beginning again");
+    }
+
+    #[tokio::test]
+    async fn every_checkpoint_is_listed_by_name() {
+        let (_dir, db) = database().await;
+        save(&db, "sagas", Position::START, at(4)).await.expect("save");
+        save(&db, "roomview", Position::START, at(9)).await.expect("save");
+        let all = db.checkpoints().await.expect("list");
+        assert_eq!(all, vec![("roomview".to_owned(), at(9)), ("sagas".to_owned(), at(4))]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_checkpoint_is_an_error_not_the_beginning() {
+        let (_dir, db) = database().await;
+        db.run(
+            "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, $3)",
+            &["roomview".into(), "not a position".into(), "2024-05-01T10:00:00Z".into()],
+        )
+        .await
+        .expect("insert");
+        assert!(matches!(db.checkpoint("roomview").await, Err(StoreError::Decode(_))));
+        assert!(matches!(db.checkpoints().await, Err(StoreError::Decode(_))));
     }
 }

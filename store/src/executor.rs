@@ -9,8 +9,11 @@
 //!    or from our own snapshot plus the events after it, or from the start — so a command's cost
 //!    does not grow with the stream's length;
 //! 3. `handle` the command, collect its events, append them expecting the loaded version;
-//! 4. on a conflict, forget the cached state, back off with jitter and go again;
+//! 4. on a conflict, forget the cached state, wait by the [`Backoff`] schedule and go again;
 //! 5. answer with the committed events and their global positions.
+//!
+//! Each command runs in an `execute` span naming the aggregate, the command and its correlation
+//! id, and recording the attempts it took and the version and position it reached.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -22,9 +25,10 @@ use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
-use rand::Rng;
 use stay_domain::Clock;
+use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::error::StoreError;
 use crate::event::{Append, CommandContext, EventMetadata, NewEvent, Snapshot};
 use crate::position::Position;
@@ -35,10 +39,9 @@ use crate::store::EventStore;
 pub struct ExecutorConfig {
     /// Attempts per command before a conflict is reported (at least 1).
     pub max_attempts: u32,
-    /// First back-off after a conflict; doubles per attempt, with full jitter.
-    pub base_backoff: Duration,
-    /// Largest back-off.
-    pub max_backoff: Duration,
+    /// The waits between attempts after a conflict. How many there are is `max_attempts` less
+    /// one, so the schedule's own limit (`times`) is not used.
+    pub backoff: Backoff,
     /// A snapshot is taken each time a stream passes a multiple of this many events (0: never).
     pub snapshot_every: u64,
     /// Aggregates kept in the in-process cache.
@@ -47,15 +50,14 @@ pub struct ExecutorConfig {
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self {
-            max_attempts: 25,
-            base_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(100),
-            snapshot_every: 200,
-            cache_capacity: 10_000,
-        }
+        Self { max_attempts: 25, backoff: CONFLICT_BACKOFF, snapshot_every: 200, cache_capacity: 10_000 }
     }
 }
+
+/// Waits after conflicts: ceilings of 2 ms doubling to 100 ms, those of the full-jitter waits this
+/// schedule replaced (1 ms × 2^attempt, capped at 100 ms). A conflict means another writer has
+/// just committed, so the first retry should come almost at once.
+const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(100));
 
 /// Why a command produced no events.
 #[derive(Debug, thiserror::Error)]
@@ -187,31 +189,78 @@ impl<A: Aggregate + 'static> Executor<A> {
         A::Command: Clone,
         A::Error: std::error::Error,
     {
+        // Info, so the default filter (`stay_store=info`) keeps it. The log output shows a span
+        // only as the context of the events inside it: a command that logs nothing prints
+        // nothing, while what it does log (a give-up after conflicts, an unreadable snapshot, the
+        // retries at debug level) names the aggregate, the command and the business transaction
+        // a person searches logs for. The cost is the span's bookkeeping: its fields borrow what
+        // the caller holds, and the position is formatted only by a subscriber that records it.
+        let span = tracing::info_span!(
+            "execute",
+            aggregate = A::TYPE,
+            aggregate_id,
+            command_id = context.command_id.as_str(),
+            correlation_id = context.correlation_id.as_str(),
+            attempts = tracing::field::Empty,
+            version = tracing::field::Empty,
+            position = tracing::field::Empty,
+        );
+        let (outcome, attempts) =
+            self.execute_with_retries(aggregate_id, command, context).instrument(span.clone()).await;
+        span.record("attempts", attempts);
+        if let Ok(committed) = &outcome {
+            span.record("version", committed.version);
+            if let Some(position) = committed.last_position() {
+                span.record("position", tracing::field::display(position));
+            }
+        }
+        outcome
+    }
+
+    /// `execute` without its span: the outcome, and how many attempts it took.
+    async fn execute_with_retries(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> (Result<Committed<A::Event>, ExecuteError<A::Error>>, u32)
+    where
+        A::Command: Clone,
+        A::Error: std::error::Error,
+    {
         let max_attempts = self.config.max_attempts.max(1);
+        // `max_attempts` tries have one wait fewer between them.
+        let mut waits = self.config.backoff.times(max_attempts as usize - 1).waits();
         let _stripe = self.locks[stripe_of(aggregate_id)].lock().await;
-        for attempt in 1..=max_attempts {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             match self.attempt(aggregate_id, command.clone(), context, attempt).await {
                 Err(ExecuteError::Store(StoreError::Conflict)) => {
                     self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                    if attempt < max_attempts {
-                        tokio::time::sleep(self.backoff(attempt)).await;
+                    match waits.next_wait() {
+                        Some(wait) => {
+                            tracing::debug!(attempt, ?wait, "conflict; trying again");
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => break,
                     }
                 }
                 Err(err @ ExecuteError::Rejected(_)) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    return Err(err);
+                    return (Err(err), attempt);
                 }
                 other => {
                     if other.is_ok() {
                         self.stats.committed.fetch_add(1, Ordering::Relaxed);
                     }
-                    return other;
+                    return (other, attempt);
                 }
             }
         }
         self.stats.gave_up.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(aggregate = A::TYPE, aggregate_id, attempts = max_attempts, "command gave up after conflicts");
-        Err(ExecuteError::Conflict { attempts: max_attempts })
+        tracing::warn!(aggregate = A::TYPE, aggregate_id, attempts = attempt, "command gave up after conflicts");
+        (Err(ExecuteError::Conflict { attempts: attempt }), attempt)
     }
 
     /// The aggregate's current state and version, as a command would see it.
@@ -352,12 +401,6 @@ impl<A: Aggregate + 'static> Executor<A> {
         });
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self.config.base_backoff.saturating_mul(1u32 << attempt.min(16)).min(self.config.max_backoff);
-        let micros = ceiling.as_micros().max(1) as u64;
-        Duration::from_micros(rand::thread_rng().gen_range(0..=micros))
-    }
-
     fn cache_lock(&self) -> std::sync::MutexGuard<'_, AggregateCache<A>> {
         // The cache holds no invariant a panic could break halfway.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
@@ -413,5 +456,231 @@ impl<A> AggregateCache<A> {
             }
             self.order = newest_first.into_iter().rev().collect();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use chrono::Utc;
+    use cqrs_es::DomainEvent;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::{StoreOptions, StoreUrl};
+
+    const ID: &str = "c-1";
+
+    /// A counter whose every command races another writer, as often as the test says.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Counter {
+        count: u64,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Increment;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Incremented;
+
+    impl DomainEvent for Incremented {
+        fn event_type(&self) -> String {
+            "Incremented".to_owned()
+        }
+        fn event_version(&self) -> String {
+            "1.0".to_owned()
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never refused")]
+    struct Never;
+
+    /// The other writer: appends to the counter's stream between the executor's load and its
+    /// append, for the first `races` commands' attempts.
+    struct Rival {
+        store: EventStore,
+        races: AtomicU32,
+    }
+
+    impl Rival {
+        async fn race(&self, version: u64) {
+            if self.races.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
+                return;
+            }
+            let append = Append {
+                aggregate_type: Counter::TYPE.to_owned(),
+                aggregate_id: ID.to_owned(),
+                expected_version: version,
+                events: vec![NewEvent::from_domain(&Incremented).expect("event")],
+                metadata: CommandContext::new("rival").metadata(Utc::now()),
+            };
+            self.store.append(append).await.expect("the rival's append");
+        }
+    }
+
+    impl Aggregate for Counter {
+        const TYPE: &'static str = "Counter";
+        type Command = Increment;
+        type Event = Incremented;
+        type Error = Never;
+        type Services = Rival;
+
+        async fn handle(&mut self, _: Increment, rival: &Rival, sink: &EventSink<Self>) -> Result<(), Never> {
+            rival.race(self.count).await;
+            sink.write(Incremented, self).await;
+            Ok(())
+        }
+
+        fn apply(&mut self, _: Incremented) {
+            self.count += 1;
+        }
+    }
+
+    async fn executor(races: u32, config: ExecutorConfig) -> (tempfile::TempDir, Executor<Counter>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EventStore::open(&StoreUrl::Sqlite(dir.path().join("stay.db")), StoreOptions::default())
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        let rival = Rival { store: store.clone(), races: AtomicU32::new(races) };
+        let executor = Executor::with_config(store, Arc::new(rival), Arc::new(SystemClock), config);
+        (dir, executor)
+    }
+
+    #[test]
+    fn conflicts_wait_from_2_ms_doubling_to_100_ms() {
+        let config = ExecutorConfig::default();
+        assert_eq!(config.backoff, Backoff::new(Duration::from_millis(2), Duration::from_millis(100)));
+        assert_eq!(config.max_attempts, 25);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_retried_after_a_wait_until_the_command_lands() {
+        let (_dir, executor) = executor(3, ExecutorConfig::default()).await;
+        let started = tokio::time::Instant::now();
+        let committed = executor.execute(ID, Increment, &CommandContext::new("test")).await.expect("landed");
+        // Each wait is at least half its ceiling: 1 + 2 + 4 ms for three conflicts.
+        assert!(started.elapsed() >= Duration::from_millis(7), "{:?}", started.elapsed());
+        assert_eq!(committed.attempts, 4);
+        assert_eq!(committed.version, 4, "three rival events, then ours");
+        assert_eq!(committed.events.len(), 1);
+        let stats = executor.stats();
+        assert_eq!(stats.conflicts.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.committed.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.gave_up.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_command_gives_up_after_its_configured_attempts() {
+        let config = ExecutorConfig { max_attempts: 3, ..ExecutorConfig::default() };
+        let (_dir, executor) = executor(u32::MAX, config).await;
+        let outcome = executor.execute(ID, Increment, &CommandContext::new("test")).await;
+        assert!(matches!(outcome, Err(ExecuteError::Conflict { attempts: 3 })), "{outcome:?}");
+        let stats = executor.stats();
+        assert_eq!(stats.conflicts.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.gave_up.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.committed.load(Ordering::Relaxed), 0);
+        let (state, version) = executor.load(ID).await.expect("load");
+        assert_eq!((state.count, version), (3, 3), "only the rival's events were written");
+    }
+
+    #[tokio::test]
+    async fn one_attempt_gives_up_at_the_first_conflict() {
+        let config = ExecutorConfig { max_attempts: 1, ..ExecutorConfig::default() };
+        let (_dir, executor) = executor(1, config).await;
+        let outcome = executor.execute(ID, Increment, &CommandContext::new("test")).await;
+        assert!(matches!(outcome, Err(ExecuteError::Conflict { attempts: 1 })), "{outcome:?}");
+    }
+
+    /// A span's fields by name, as a subscriber sees them.
+    type SpanFields = HashMap<&'static str, String>;
+
+    /// Every span's name and fields.
+    #[derive(Clone, Default)]
+    struct SpanLog {
+        spans: Arc<Mutex<Vec<(&'static str, SpanFields)>>>,
+    }
+
+    struct Fields<'a>(&'a mut SpanFields);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            self.0.insert(field.name(), format!("{value:?}"));
+        }
+
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name(), value.to_owned());
+        }
+    }
+
+    impl SpanLog {
+        fn fields(&self, name: &str) -> Vec<SpanFields> {
+            let spans = self.spans.lock().expect("span log");
+            spans.iter().filter(|(n, _)| *n == name).map(|(_, fields)| fields.clone()).collect()
+        }
+    }
+
+    impl tracing::Subscriber for SpanLog {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            let mut fields = HashMap::new();
+            span.record(&mut Fields(&mut fields));
+            let mut spans = self.spans.lock().expect("span log");
+            spans.push((span.metadata().name(), fields));
+            tracing::span::Id::from_u64(spans.len() as u64)
+        }
+
+        fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+            let mut spans = self.spans.lock().expect("span log");
+            let index = usize::try_from(span.into_u64() - 1).expect("an index");
+            values.record(&mut Fields(&mut spans[index].1));
+        }
+
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn each_command_runs_in_a_span_with_its_ids_and_what_it_did() {
+        let log = SpanLog::default();
+        // The test runtime polls on this thread only, so a thread-local subscriber sees it all.
+        let _subscriber = tracing::subscriber::set_default(log.clone());
+        let (_dir, landing) = executor(1, ExecutorConfig::default()).await;
+        let context = CommandContext::new("test").with_command_id("cmd-1").correlated_to("res-7");
+        // With one thread-local subscriber, tracing asks only the registering thread's subscriber
+        // whether a callsite is wanted, and a test on another thread may have asked first (and
+        // been told no): ask again from here, just before the span is made.
+        tracing::callsite::rebuild_interest_cache();
+        let committed = landing.execute(ID, Increment, &context).await.expect("landed");
+
+        let spans = log.fields("execute");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let span = &spans[0];
+        assert_eq!(span["aggregate"], "Counter");
+        assert_eq!(span["aggregate_id"], ID);
+        assert_eq!(span["command_id"], "cmd-1");
+        assert_eq!(span["correlation_id"], "res-7");
+        assert_eq!(span["attempts"], "2");
+        assert_eq!(span["version"], "2");
+        let position = committed.last_position().expect("a position");
+        assert_eq!(span["position"], position.to_string());
+
+        // A command that gives up records its attempts, and no version or position.
+        let config = ExecutorConfig { max_attempts: 2, ..ExecutorConfig::default() };
+        let (_other_dir, giving_up) = executor(u32::MAX, config).await;
+        tracing::callsite::rebuild_interest_cache();
+        giving_up.execute(ID, Increment, &context).await.expect_err("gave up");
+        let spans = log.fields("execute");
+        let span = &spans[1];
+        assert_eq!(span["attempts"], "2");
+        assert!(!span.contains_key("version") && !span.contains_key("position"), "{span:?}");
     }
 }

@@ -6,12 +6,13 @@
 //! - [`Executor`] — runs a command on an aggregate: load (cache, snapshots), handle, append,
 //!   retry conflicts, and answer the committed events with their positions.
 //! - [`SqlDatabase`] — the SQL database beside the log, where consumers write their rows and
-//!   their checkpoint in one transaction.
+//!   their checkpoint (moved by compare-and-set, [`checkpoint`]) in one transaction.
 //! - [`migrate`] — our own embedded migrations, one list per owning component.
 
 pub mod backoff;
 pub mod checkpoint;
 pub mod clock;
+pub mod database;
 pub mod error;
 pub mod event;
 pub mod executor;
@@ -19,6 +20,7 @@ pub mod executors;
 pub mod migrate;
 pub mod position;
 pub mod postgres;
+mod redact;
 mod signal;
 pub mod sql;
 pub mod sqlite;
@@ -28,8 +30,9 @@ pub mod store;
 pub mod eventstoredb;
 
 pub use backoff::Backoff;
-pub use checkpoint::{SqlDatabase, SqlTransaction, CHECKPOINT_MIGRATIONS};
+pub use checkpoint::CHECKPOINT_MIGRATIONS;
 pub use clock::SystemClock;
+pub use database::{SqlDatabase, SqlTransaction};
 pub use error::StoreError;
 pub use event::{Append, CommandContext, EventMetadata, NewEvent, RecordedEvent, Snapshot};
 pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorConfig, ExecutorStats};

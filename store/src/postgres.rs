@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
+use crate::redact::redact_password;
 use crate::signal::FeedSignal;
 
 /// The channel other processes listen on.
@@ -65,7 +66,7 @@ impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", crate::store::redact_password(url))))?
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", redact_password(url))))?
             .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)])
             .disable_statement_logging();
         let pool = PgPoolOptions::new()

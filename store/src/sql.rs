@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row as _, TypeInfo, ValueRef};
 
-use crate::checkpoint::{SqlDatabase, SqlTransaction};
+use crate::database::{SqlDatabase, SqlTransaction};
 use crate::error::StoreError;
 
 /// An argument of a statement.

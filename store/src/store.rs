@@ -15,12 +15,14 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::checkpoint::{SqlDatabase, CHECKPOINT_MIGRATIONS};
+use crate::checkpoint::CHECKPOINT_MIGRATIONS;
+use crate::database::SqlDatabase;
 use crate::error::StoreError;
 use crate::event::{upcast_serialized, Append, RecordedEvent, Snapshot};
 use crate::migrate::STORE_MIGRATIONS;
 use crate::position::Position;
 use crate::postgres::PostgresStore;
+use crate::redact::redact_password;
 use crate::signal::FeedSignal;
 use crate::sqlite::{sqlite_path, SqliteStore};
 
@@ -65,16 +67,6 @@ impl fmt::Display for StoreUrl {
             StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             StoreUrl::Postgres(url) | StoreUrl::EventStoreDb(url) => f.write_str(&redact_password(url)),
         }
-    }
-}
-
-/// A URL fit for logs: the password, if any, replaced.
-pub(crate) fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
     }
 }
 

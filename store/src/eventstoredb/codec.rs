@@ -1,12 +1,13 @@
-//! How Stay's events sit in EventStoreDB: stream names, which streams form the feed, event ids,
-//! the envelope each event carries in its custom metadata, and the mappings between our
-//! sequences and stream revisions and between our positions and `$all` positions.
+//! How Stay's events sit in EventStoreDB: stream names, event ids, the envelope each event
+//! carries in its custom metadata, and the mappings between our sequences and stream revisions
+//! and between our positions and `$all` positions. Which streams form the feed is
+//! `aggregate_streams.rs`; the connection string is `url.rs`.
 //!
 //! Everything here is pure, so it is tested without a server.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
-use eventstore::{EventData, ExpectedRevision, StreamPosition, SubscriptionFilter};
+use eventstore::{EventData, ExpectedRevision, StreamPosition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -15,11 +16,8 @@ use crate::error::StoreError;
 use crate::event::{parse_time, RecordedEvent};
 use crate::position::Position;
 
-/// The aggregate types whose streams form the feed unless told otherwise.
-pub const DEFAULT_AGGREGATE_TYPES: [&str; 5] = ["Room", "Reservation", "Payment", "Review", "Saga"];
-
 /// Snapshot streams are named `snapshot-{type}-{id}`; never part of the feed.
-const SNAPSHOT_PREFIX: &str = "snapshot-";
+pub(super) const SNAPSHOT_PREFIX: &str = "snapshot-";
 /// The event type of a snapshot record.
 pub(super) const SNAPSHOT_EVENT_TYPE: &str = "Snapshot";
 /// Namespace of our deterministic event ids (a fixed random UUID: changing it would stop a
@@ -76,100 +74,6 @@ pub(super) fn known_position(position: eventstore::Position) -> Option<Position>
     let unknown =
         position.commit == u64::MAX || position.prepare == u64::MAX || (position.commit == 0 && position.prepare == 0);
     (!unknown).then(|| to_position(position))
-}
-
-/// Which streams of `$all` are Stay's aggregate streams, i.e. form the feed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AggregateStreams {
-    /// The streams of these aggregate types only (`{Type}-…`). Appends of any other type are
-    /// refused, since the feed would never deliver them.
-    Only(Vec<String>),
-    /// Every stream named `{Type}-{id}` that is neither a system (`$…`) nor a snapshot stream,
-    /// including other applications' streams in the same database.
-    All,
-}
-
-impl Default for AggregateStreams {
-    fn default() -> Self {
-        AggregateStreams::Only(DEFAULT_AGGREGATE_TYPES.iter().map(|t| (*t).to_owned()).collect())
-    }
-}
-
-impl AggregateStreams {
-    /// Parses the `stayAggregateTypes` URL parameter: `*`, or type names separated by commas.
-    pub(super) fn parse(value: &str) -> Result<Self, StoreError> {
-        let value = value.trim();
-        if value == "*" {
-            return Ok(AggregateStreams::All);
-        }
-        let types = value.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
-        let streams = AggregateStreams::Only(types);
-        streams.validate()?;
-        Ok(streams)
-    }
-
-    /// Refuses type lists that would select nothing or system and snapshot streams.
-    pub(super) fn validate(&self) -> Result<(), StoreError> {
-        let AggregateStreams::Only(types) = self else { return Ok(()) };
-        if types.is_empty() {
-            return Err(StoreError::UnsupportedUrl("an EventStoreDB feed needs at least one aggregate type".into()));
-        }
-        for aggregate_type in types {
-            if aggregate_type.is_empty()
-                || aggregate_type.starts_with('$')
-                || format!("{aggregate_type}-").starts_with(SNAPSHOT_PREFIX)
-            {
-                return Err(StoreError::UnsupportedUrl(format!(
-                    "`{aggregate_type}` cannot be an EventStoreDB aggregate type (empty, `$…` or `snapshot`)"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether an event in `stream_id` of type `event_type` belongs to the feed.
-    pub(super) fn contains(&self, stream_id: &str, event_type: &str) -> bool {
-        if event_type.starts_with('$') || stream_id.starts_with('$') {
-            return false;
-        }
-        match self {
-            AggregateStreams::Only(types) => types.iter().any(|t| in_type_stream(stream_id, t)),
-            AggregateStreams::All => stream_id.contains('-') && !stream_id.starts_with(SNAPSHOT_PREFIX),
-        }
-    }
-
-    /// Refuses to write an aggregate type whose events the feed would not deliver.
-    pub(super) fn check_writable(&self, aggregate_type: &str, event_types: &[&str]) -> Result<(), StoreError> {
-        if let Some(system) = event_types.iter().find(|t| t.is_empty() || t.starts_with('$')) {
-            return Err(StoreError::Schema(format!(
-                "event type `{system}` is empty or reserved for EventStoreDB system events"
-            )));
-        }
-        let stream = stream_name(aggregate_type, "");
-        if aggregate_type.is_empty() || !self.contains(&stream, "_") {
-            return Err(StoreError::Schema(format!(
-                "aggregate type `{aggregate_type}` is not among the EventStoreDB feed's aggregate types \
-                 (stayAggregateTypes); its events would never reach the feed"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The same selection as a server-side subscription filter. With `All` it only drops system
-    /// streams: a snapshot costs a spurious wake-up, which is harmless.
-    pub(super) fn subscription_filter(&self) -> SubscriptionFilter {
-        match self {
-            AggregateStreams::Only(types) => {
-                types.iter().fold(SubscriptionFilter::on_stream_name(), |filter, t| filter.add_prefix(format!("{t}-")))
-            }
-            AggregateStreams::All => SubscriptionFilter::on_stream_name().exclude_system_events(),
-        }
-    }
-}
-
-/// Whether `stream_id` is a stream of `aggregate_type`.
-pub(super) fn in_type_stream(stream_id: &str, aggregate_type: &str) -> bool {
-    stream_id.strip_prefix(aggregate_type).is_some_and(|rest| rest.starts_with('-'))
 }
 
 /// The JSON custom metadata of every event we write: enough to rebuild the event without the
@@ -347,36 +251,6 @@ impl SnapshotRecord {
     }
 }
 
-/// Splits our own `stayAggregateTypes` parameter off an EventStoreDB connection string (the
-/// client library would ignore it with a warning). Answers the URL without it and its value.
-pub(super) fn split_aggregate_types_param(url: &str) -> (String, Option<String>) {
-    const PARAM: &str = "stayaggregatetypes";
-    let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), None) };
-    let mut value = None;
-    let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, val) = pair.split_once('=').unwrap_or((pair, ""));
-        if key.eq_ignore_ascii_case(PARAM) {
-            // Commas may arrive percent-encoded; type names need nothing else.
-            value = Some(val.replace("%2C", ",").replace("%2c", ","));
-        } else {
-            kept.push(pair);
-        }
-    }
-    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
-    (url, value)
-}
-
-/// An EventStoreDB URL fit for error messages: credentials replaced.
-pub(super) fn redact_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -422,9 +296,6 @@ mod tests {
     fn streams_are_named_type_dash_id() {
         assert_eq!(stream_name("Room", "r-1"), "Room-r-1");
         assert_eq!(snapshot_stream_name("Room", "r-1"), "snapshot-Room-r-1");
-        assert!(in_type_stream("Room-r-1", "Room"));
-        assert!(!in_type_stream("RoomType-1", "Room"));
-        assert!(!in_type_stream("Room", "Room"));
     }
 
     #[test]
@@ -526,62 +397,6 @@ mod tests {
         assert_ne!(base, id("Room-r-1", 2, &json!({"a": 2}), &envelope));
         let other_command = Envelope::new("Room", "r-1", 2, "1.0", &json!({"command_id": "c-2"}));
         assert_ne!(base, id("Room-r-1", 2, &payload, &other_command));
-    }
-
-    #[test]
-    fn the_default_feed_is_our_aggregate_streams_only() {
-        let streams = AggregateStreams::default();
-        assert!(streams.validate().is_ok());
-        assert!(streams.contains("Room-r-1", "RoomOpened"));
-        assert!(streams.contains("Saga-res-7", "SagaStarted"));
-        assert!(!streams.contains("RoomType-1", "X"));
-        assert!(!streams.contains("$ce-Room", "$>"));
-        assert!(!streams.contains("Room-r-1", "$metadata"));
-        assert!(!streams.contains("snapshot-Room-r-1", "Snapshot"));
-        assert!(!streams.contains("$$Room-r-1", "$metadata"));
-        assert!(streams.check_writable("Room", &["RoomOpened"]).is_ok());
-        assert!(matches!(streams.check_writable("Invoice", &["Issued"]), Err(StoreError::Schema(_))));
-        assert!(matches!(streams.check_writable("Room", &["$deleted"]), Err(StoreError::Schema(_))));
-    }
-
-    #[test]
-    fn the_open_feed_takes_any_aggregate_stream() {
-        let streams = AggregateStreams::All;
-        assert!(streams.contains("Invoice-9", "Issued"));
-        assert!(!streams.contains("Invoice", "Issued"));
-        assert!(!streams.contains("$stats-127.0.0.1:2113", "$statsCollected"));
-        assert!(!streams.contains("snapshot-Room-r-1", "Snapshot"));
-        assert!(streams.check_writable("Invoice", &["Issued"]).is_ok());
-        assert!(streams.check_writable("", &["Issued"]).is_err());
-    }
-
-    #[test]
-    fn type_lists_are_parsed_and_checked() {
-        assert_eq!(AggregateStreams::parse("*").unwrap(), AggregateStreams::All);
-        assert_eq!(
-            AggregateStreams::parse(" Room, Reservation ,").unwrap(),
-            AggregateStreams::Only(vec!["Room".into(), "Reservation".into()])
-        );
-        for bad in ["", " , ", "$ce", "snapshot", "Room,$all"] {
-            assert!(AggregateStreams::parse(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn our_url_parameter_is_taken_off_the_connection_string() {
-        assert_eq!(split_aggregate_types_param("esdb://h:2113"), ("esdb://h:2113".into(), None));
-        assert_eq!(
-            split_aggregate_types_param("esdb://h:2113?tls=false&stayAggregateTypes=Room%2CSaga&nodePreference=leader"),
-            ("esdb://h:2113?tls=false&nodePreference=leader".into(), Some("Room,Saga".into()))
-        );
-        assert_eq!(split_aggregate_types_param("esdb://h?stayaggregatetypes=*"), ("esdb://h".into(), Some("*".into())));
-    }
-
-    #[test]
-    fn credentials_stay_out_of_messages() {
-        assert_eq!(redact_credentials("esdb://admin:changeit@h:2113?tls=false"), "esdb://***@h:2113?tls=false");
-        assert_eq!(redact_credentials("esdb://h:2113?x=a@b"), "esdb://h:2113?x=a@b");
-        assert_eq!(redact_credentials("nonsense"), "nonsense");
     }
 
     #[test]

@@ -34,9 +34,11 @@
 //! The user needs read access to `$all` (in a secure cluster: an admin or an explicit ACL), and
 //! on a cluster the default `nodePreference=leader`, so reads follow writes.
 
+mod aggregate_streams;
 mod codec;
 mod feed;
 mod repository;
+mod url;
 mod wake;
 
 use std::fmt;
@@ -44,24 +46,26 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
-use eventstore::{Client, ClientSettings, ClientSettingsParseError, StreamPosition};
+use eventstore::{Client, ClientSettings, StreamPosition};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use codec::{AggregateStreams, DEFAULT_AGGREGATE_TYPES};
+pub use aggregate_streams::{AggregateStreams, DEFAULT_AGGREGATE_TYPES};
 pub use repository::EventStoreDbRepository;
 
 use feed::{EmptyRanges, KnownHead};
 
 use codec::{
-    event_data, expected_revision, known_position, read_from, redact_credentials, split_aggregate_types_param,
-    stream_name, to_position, Decoded, Envelope, SnapshotRecord,
+    event_data, expected_revision, known_position, read_from, stream_name, to_position, Decoded, Envelope,
+    SnapshotRecord,
 };
 use repository::{append_to_stream, read_all_page, read_stream_from, read_stream_page, Direction};
+use url::{describe, split_aggregate_types_param};
 
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
+use crate::redact::redact_password;
 use crate::signal::FeedSignal;
 
 /// Smallest `$all` page of a feed read: a reader asking for one event should not pay one round
@@ -138,7 +142,7 @@ impl EventStoreDbStore {
         streams.validate()?;
         let settings: ClientSettings = url
             .parse()
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {}", redact_credentials(url), describe(&e))))?;
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {}", redact_password(url), describe(&e))))?;
         let runtime = tokio::runtime::Handle::try_current().map_err(StoreError::database)?;
         let client = Client::with_runtime_handle(runtime, settings)?;
         probe(&client).await?;
@@ -436,15 +440,6 @@ fn feed_page_size(limit: usize) -> usize {
 
 fn stalled_read(at: Position) -> StoreError {
     StoreError::Database(format!("EventStoreDB returned no event after {at} in a full page of $all").into())
-}
-
-/// A connection-string error without the connection string: the library's message repeats it,
-/// credentials included.
-fn describe(err: &ClientSettingsParseError) -> String {
-    match err.error() {
-        Some(url_error) => format!("not a URL ({url_error})"),
-        None => err.message().to_owned(),
-    }
 }
 
 /// Checks at start-up that the server answers and lets us read `$all`, which the feed needs.

@@ -13,9 +13,9 @@ use eventstore::{
 };
 use serde_json::Value;
 
+use super::aggregate_streams::{in_type_stream, AggregateStreams};
 use super::codec::{
-    event_data, expected_revision, in_type_stream, snapshot_stream_name, stream_name, AggregateStreams, Decoded,
-    Envelope, SnapshotRecord,
+    event_data, expected_revision, snapshot_stream_name, stream_name, Decoded, Envelope, SnapshotRecord,
 };
 use crate::error::StoreError;
 

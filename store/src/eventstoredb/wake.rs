@@ -10,20 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{Client, StreamPosition, SubscribeToAllOptions, SubscriptionEvent, SubscriptionFilter};
-use rand::Rng;
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
 use crate::signal::FeedSignal;
 
-/// First wait before resubscribing after a failure.
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest wait between resubscriptions.
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// Waits before resubscribing: ceilings of 375 ms doubling to 22.5 s, those of the waits this
+/// schedule replaced (250 ms doubling to 15 s, plus up to half again). Never gives up: readers
+/// poll meanwhile, so a server that is away costs latency only.
+const RESUBSCRIBE: Backoff = Backoff::new(Duration::from_millis(375), Duration::from_millis(22_500));
 
-/// Follows `$all` and pokes `signal` on every matching event, resubscribing with jittered
-/// backoff. Runs until aborted.
+/// Follows `$all` and pokes `signal` on every matching event, resubscribing after a wait by
+/// [`RESUBSCRIBE`]. Runs until aborted.
 pub(super) async fn wake_feed_readers(client: Client, filter: SubscriptionFilter, signal: FeedSignal) {
-    let mut backoff = MIN_BACKOFF;
+    let mut waits = RESUBSCRIBE.waits();
     loop {
         let confirmed = Arc::new(AtomicBool::new(false));
         // Each subscription runs in a task of its own: the client library panics on some
@@ -36,11 +36,12 @@ pub(super) async fn wake_feed_readers(client: Client, filter: SubscriptionFilter
         }
         // Events may have been appended while no subscription was listening.
         signal.poke();
+        // A subscription the server confirmed was a success: the next failure starts over.
         if confirmed.load(Ordering::Relaxed) {
-            backoff = MIN_BACKOFF;
+            waits.reset();
         }
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        // The schedule has no limit, so there is always a next wait; its ceiling if not.
+        tokio::time::sleep(waits.next_wait().unwrap_or(RESUBSCRIBE.max)).await;
     }
 }
 
@@ -67,12 +68,6 @@ async fn follow(
     }
 }
 
-/// `base` plus up to half of it again, so many processes do not reconnect in step.
-fn jittered(base: Duration) -> Duration {
-    let half = u64::try_from(base.as_millis() / 2).unwrap_or(u64::MAX);
-    base + Duration::from_millis(rand::thread_rng().gen_range(0..=half))
-}
-
 /// A task that is aborted when its handle is dropped, so aborting the wake-up loop also ends
 /// the subscription it is waiting on.
 struct AbortOnDrop<T>(JoinHandle<T>);
@@ -94,11 +89,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_jitter_stays_within_half_again() {
-        for _ in 0..100 {
-            let wait = jittered(Duration::from_millis(400));
-            assert!(wait >= Duration::from_millis(400) && wait <= Duration::from_millis(600), "{wait:?}");
+    fn resubscriptions_wait_longer_each_time_up_to_a_ceiling_and_never_give_up() {
+        let ceilings = [375, 750, 1_500, 3_000, 6_000, 12_000, 22_500, 22_500];
+        let mut waits = RESUBSCRIBE.waits();
+        for ceiling in ceilings.into_iter().chain(std::iter::repeat_n(22_500, 100)) {
+            let wait = waits.next_wait().expect("never gives up");
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(wait >= ceiling / 2 && wait <= ceiling, "{wait:?} for a ceiling of {ceiling:?}");
         }
-        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+        waits.reset();
+        assert!(waits.next_wait().expect("a wait") <= Duration::from_millis(375));
     }
 }
