@@ -138,7 +138,8 @@ impl EventStore {
             #[cfg(not(feature = "eventstoredb"))]
             StoreUrl::EventStoreDb(url) => {
                 return Err(StoreError::UnsupportedUrl(format!(
-                    "{url} (this binary was built without the `eventstoredb` feature)"
+                    "{} (this binary was built without the `eventstoredb` feature)",
+                    crate::redact::redact_password(url)
                 )))
             }
         };
@@ -314,5 +315,14 @@ mod tests {
     fn passwords_stay_out_of_logs() {
         let url: StoreUrl = "postgres://stay:secret@db:5432/stay".parse().unwrap();
         assert_eq!(url.to_string(), "postgres://stay:***@db:5432/stay");
+    }
+
+    #[cfg(not(feature = "eventstoredb"))]
+    #[tokio::test]
+    async fn an_eventstoredb_url_without_the_feature_keeps_its_password_out_of_the_error() {
+        let url: StoreUrl = "esdb://admin:changeit@h:2113?tls=false".parse().unwrap();
+        let err = EventStore::open(&url, StoreOptions::default()).await.expect_err("not compiled in");
+        let message = err.to_string();
+        assert!(message.contains("eventstoredb") && !message.contains("changeit"), "{message}");
     }
 }

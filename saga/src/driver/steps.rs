@@ -121,10 +121,14 @@ impl Driver {
         };
         let context = self.context(saga, &facts.reservation_id.to_string(), "request_charge");
         self.executors.payments.execute(&payment_id.to_string(), command, &context).await?;
-        let deadline = chrono::Duration::from_std(self.config.payment_deadline).unwrap_or(chrono::Duration::MAX);
+        // A deadline too far out to represent (a mistyped flag) is no deadline, not a panic.
+        let at = chrono::Duration::from_std(self.config.payment_deadline)
+            .ok()
+            .and_then(|deadline| now.checked_add_signed(deadline))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         Ok(vec![
             SagaEvent::StepRequested { step: Step::Charge },
-            SagaEvent::DeadlineSet { deadline: Deadline::Payment, at: now + deadline },
+            SagaEvent::DeadlineSet { deadline: Deadline::Payment, at },
         ])
     }
 
