@@ -196,32 +196,15 @@ fn columns<R: sqlx::Row>(row: Option<&R>) -> Arc<[String]> {
     row.map(|row| row.columns().iter().map(|c| c.name().to_owned()).collect::<Vec<_>>()).unwrap_or_default().into()
 }
 
-fn sqlite_rows(rows: &[SqliteRow]) -> Result<Vec<Row>, StoreError> {
-    let names = columns(rows.first());
-    rows.iter()
-        .map(|row| {
-            let cells = (0..row.len())
-                .map(|i| {
-                    let raw = row.try_get_raw(i)?;
-                    if raw.is_null() {
-                        return Ok(Cell::Null);
-                    }
-                    // SQLite types values, not columns: read each by its own storage class.
-                    let class = raw.type_info().name().to_owned();
-                    match class.as_str() {
-                        "INTEGER" => Ok(Cell::Int(row.try_get(i)?)),
-                        "TEXT" => Ok(Cell::Text(row.try_get(i)?)),
-                        "BLOB" => Ok(Cell::Bytes(row.try_get(i)?)),
-                        other => Err(unsupported(&names, i, other)),
-                    }
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            Ok(Row::new(names.clone(), cells))
-        })
-        .collect()
-}
-
-fn postgres_rows(rows: &[PgRow]) -> Result<Vec<Row>, StoreError> {
+/// Rows with their column names; `cell` reads one non-NULL value by its type.
+fn read_rows<R>(
+    rows: &[R],
+    cell: impl Fn(&R, usize, &str) -> Result<Option<Cell>, sqlx::Error>,
+) -> Result<Vec<Row>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+{
     let names = columns(rows.first());
     rows.iter()
         .map(|row| {
@@ -232,19 +215,37 @@ fn postgres_rows(rows: &[PgRow]) -> Result<Vec<Row>, StoreError> {
                         return Ok(Cell::Null);
                     }
                     let kind = raw.type_info().name().to_owned();
-                    match kind.as_str() {
-                        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Ok(Cell::Text(row.try_get(i)?)),
-                        "INT8" => Ok(Cell::Int(row.try_get(i)?)),
-                        "INT4" => Ok(Cell::Int(i64::from(row.try_get::<i32, _>(i)?))),
-                        "INT2" => Ok(Cell::Int(i64::from(row.try_get::<i16, _>(i)?))),
-                        "BYTEA" => Ok(Cell::Bytes(row.try_get(i)?)),
-                        other => Err(unsupported(&names, i, other)),
-                    }
+                    cell(row, i, &kind)?.ok_or_else(|| unsupported(&names, i, &kind))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             Ok(Row::new(names.clone(), cells))
         })
         .collect()
+}
+
+fn sqlite_rows(rows: &[SqliteRow]) -> Result<Vec<Row>, StoreError> {
+    // SQLite types values, not columns: each value is read by its own storage class.
+    read_rows(rows, |row, i, class| {
+        Ok(match class {
+            "INTEGER" => Some(Cell::Int(row.try_get(i)?)),
+            "TEXT" => Some(Cell::Text(row.try_get(i)?)),
+            "BLOB" => Some(Cell::Bytes(row.try_get(i)?)),
+            _ => None,
+        })
+    })
+}
+
+fn postgres_rows(rows: &[PgRow]) -> Result<Vec<Row>, StoreError> {
+    read_rows(rows, |row, i, kind| {
+        Ok(match kind {
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Some(Cell::Text(row.try_get(i)?)),
+            "INT8" => Some(Cell::Int(row.try_get(i)?)),
+            "INT4" => Some(Cell::Int(i64::from(row.try_get::<i32, _>(i)?))),
+            "INT2" => Some(Cell::Int(i64::from(row.try_get::<i16, _>(i)?))),
+            "BYTEA" => Some(Cell::Bytes(row.try_get(i)?)),
+            _ => None,
+        })
+    })
 }
 
 fn unsupported(names: &[String], i: usize, kind: &str) -> StoreError {

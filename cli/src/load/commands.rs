@@ -5,8 +5,7 @@
 //! room at the command's position (`min_position`), timed from the answer: the projection lag, how
 //! long until the write is visible in roomview.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use stay_http::Role;
@@ -15,7 +14,7 @@ use super::ceiling::{self, CeilingSettings};
 use super::engine::Outcome;
 use super::report::{Latency, Report};
 use super::target::{Target, TargetArgs};
-use super::{finish, measure, OutputArgs, PaceArgs};
+use super::{finish, measure, Lags, OutputArgs, PaceArgs};
 
 /// Arguments of `stay load commands`.
 #[derive(Debug, Args)]
@@ -43,7 +42,7 @@ pub struct CommandsArgs {
 pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     let target = Target::open(&args.target, args.pace.clients).await?;
     let host = target.token("load-host", Role::Host)?;
-    let lags = Arc::new(Mutex::new(Vec::new()));
+    let lags = Lags::default();
     let (client, base, lag_every) = (target.client.clone(), target.base.clone(), args.lag_every);
     let request = {
         let lags = lags.clone();
@@ -66,19 +65,10 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
                     return Outcome::Status(status);
                 }
                 if lag_every > 0 && n.is_multiple_of(lag_every) {
-                    let answered = Instant::now();
                     let (Some(room), Some(position)) = (body["room_id"].as_str(), body["position"].as_str()) else {
                         return Outcome::Unexpected(status);
                     };
-                    let url = format!("{base}/v1/rooms/{room}?min_position={position}&wait_ms=30000");
-                    tokio::spawn(async move {
-                        if let Ok(read) = client.get(url).send().await {
-                            if read.status().is_success() {
-                                let lag = answered.elapsed();
-                                lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lag);
-                            }
-                        }
-                    });
+                    lags.follow(client, format!("{base}/v1/rooms/{room}?min_position={position}&wait_ms=30000"));
                 }
                 Outcome::Status(status)
             }
@@ -88,9 +78,8 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     let (run, memory) = measure(&target, &args.pace, idle, request).await;
     let mut report = Report::of("POST /v1/rooms (one event per command)", args.pace.describe(), &run);
     report.memory = memory;
-    let lags = std::mem::take(&mut *lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     if args.lag_every > 0 {
-        report.projection_lag = Some(Latency::of(lags));
+        report.projection_lag = Some(Latency::of(lags.take()));
     }
     if args.ceiling {
         let settings = CeilingSettings::same_run(&target.store, &args.pace)?;

@@ -176,6 +176,32 @@ impl RssProbe {
     }
 }
 
+/// Projection lag: how long after a command's answer its write is visible in a read model, timed
+/// by a read at the command's position (`min_position`) sent right after the answer.
+#[derive(Clone, Debug, Default)]
+pub struct Lags(Arc<Mutex<Vec<Duration>>>);
+
+impl Lags {
+    /// Reads `url` (a query with `min_position` and a long `wait_ms`) in the background and
+    /// records the time from now until it answers 2xx.
+    pub fn follow(&self, client: reqwest::Client, url: String) {
+        let (answered, lags) = (std::time::Instant::now(), self.0.clone());
+        tokio::spawn(async move {
+            if let Ok(read) = client.get(url).send().await {
+                if read.status().is_success() {
+                    let lag = answered.elapsed();
+                    lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lag);
+                }
+            }
+        });
+    }
+
+    /// The lags recorded so far.
+    pub fn take(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
 /// Prints `report` (JSON or a table) and writes its plots.
 #[allow(clippy::print_stdout)] // the command's own output
 pub fn finish(report: &Report, run: &Run, output: &OutputArgs) -> anyhow::Result<()> {

@@ -8,8 +8,8 @@
 //! `--lag-every`-th confirmation is followed by a read of its room in roomview at the
 //! confirmation's position: the projection lag of the last step.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{Days, Utc};
@@ -21,7 +21,7 @@ use super::ceiling::{self, CeilingSettings};
 use super::engine::Outcome;
 use super::report::{Latency, Report};
 use super::target::{Target, TargetArgs};
-use super::{finish, measure, OutputArgs, PaceArgs};
+use super::{finish, measure, Lags, OutputArgs, PaceArgs};
 
 /// Nights per room that requests may use: the booking horizon is two years, starting 30 days out.
 const NIGHTS_PER_ROOM: u64 = 690;
@@ -63,7 +63,7 @@ pub async fn run(args: ReservationsArgs) -> anyhow::Result<()> {
     let target = Target::open(&args.target, args.pace.clients).await?;
     let rooms = Arc::new(list_rooms(&target, args.rooms, args.pace.clients).await?);
     let guest = target.token("load-guest", Role::Guest)?;
-    let lags = Arc::new(Mutex::new(Vec::new()));
+    let lags = Lags::default();
     let first_night = Utc::now().date_naive() + Days::new(30);
     let (client, base, lag_every, wait) = (target.client.clone(), target.base.clone(), args.lag_every, args.wait);
     let request = {
@@ -105,17 +105,8 @@ pub async fn run(args: ReservationsArgs) -> anyhow::Result<()> {
                     _ => return Outcome::Status(status),
                 }
                 if lag_every > 0 && n.is_multiple_of(lag_every) {
-                    let answered = Instant::now();
-                    let position = reservation["position"].as_str().unwrap_or_default().to_owned();
-                    let url = format!("{base}/v1/rooms/{room}?min_position={position}&wait_ms=30000");
-                    tokio::spawn(async move {
-                        if let Ok(read) = client.get(url).send().await {
-                            if read.status().is_success() {
-                                let lag = answered.elapsed();
-                                lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lag);
-                            }
-                        }
-                    });
+                    let Some(position) = reservation["position"].as_str() else { return Outcome::Unexpected(status) };
+                    lags.follow(client, format!("{base}/v1/rooms/{room}?min_position={position}&wait_ms=30000"));
                 }
                 Outcome::Status(200)
             }
@@ -126,9 +117,8 @@ pub async fn run(args: ReservationsArgs) -> anyhow::Result<()> {
     let mut report = Report::of("full reservations (POST /v1/reservations, Prefer: wait)", args.pace.describe(), &run);
     report.memory = memory;
     report.extra.insert("rooms".into(), args.rooms.into());
-    let lags = std::mem::take(&mut *lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     if args.lag_every > 0 {
-        report.projection_lag = Some(Latency::of(lags));
+        report.projection_lag = Some(Latency::of(lags.take()));
     }
     if args.ceiling {
         let settings = CeilingSettings::same_run(&target.store, &args.pace)?;

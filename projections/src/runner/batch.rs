@@ -279,6 +279,8 @@ mod tests {
     async fn a_batch_has_a_span_with_its_positions_and_a_parked_event_is_logged_in_it_with_its_ids() {
         let logs = LogRecorder::default();
         let _recording = tracing::subscriber::set_default(logs.clone());
+        // Another test thread may have cached these call sites as unwanted before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
         let f = Fixture::new().await;
         let model = Probe::default();
         initialize(&f.db, &model).await.expect("initialize");
@@ -320,6 +322,8 @@ mod tests {
     async fn a_batch_without_trouble_logs_nothing_at_info() {
         let logs = LogRecorder::default();
         let _recording = tracing::subscriber::set_default(logs.clone());
+        // Another test thread may have cached these call sites as unwanted before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
         let f = Fixture::new().await;
         let model = Probe::default();
         initialize(&f.db, &model).await.expect("initialize");

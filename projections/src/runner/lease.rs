@@ -158,6 +158,8 @@ mod tests {
     async fn taking_a_lease_is_logged_once_and_renewing_it_is_not() {
         let logs = LogRecorder::default();
         let _recording = tracing::subscriber::set_default(logs.clone());
+        // Another test thread may have cached these call sites as unwanted before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
         let f = Fixture::new().await;
         let mut lease = Lease::new("probe", "first", TERM);
 

@@ -530,6 +530,8 @@ async fn each_step_runs_in_a_span_with_the_saga_the_action_the_version_and_the_p
 
     let settled = {
         let _default = tracing::subscriber::set_default(spans.clone());
+        // Another test thread may have cached these call sites as unwanted before this subscriber existed.
+        tracing::callsite::rebuild_interest_cache();
         world.drive(id).await
     };
 
