@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::middleware;
 use axum::Extension;
 use stay_domain::{Clock, DomainServices};
-use stay_store::Executors;
+use stay_store::{AggregateWatch, Executors};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -37,6 +37,8 @@ struct Inner {
     executors: Arc<Executors>,
     services: DomainServices,
     payments: Option<Arc<dyn PaymentsGate>>,
+    /// Wakes `Prefer: wait` requests when their own reservation changes.
+    watch: AggregateWatch,
 }
 
 /// Whether new reservations can be paid for now; the saga's circuit breaker answers it.
@@ -48,7 +50,8 @@ pub trait PaymentsGate: Send + Sync + std::fmt::Debug {
 impl CommandApi {
     /// The command side over `executors`, with time from `clock`.
     pub fn new(executors: Arc<Executors>, clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Arc::new(Inner { executors, services: DomainServices::new(clock), payments: None }) }
+        let watch = AggregateWatch::new(executors.reservations.store().clone());
+        Self { inner: Arc::new(Inner { executors, services: DomainServices::new(clock), payments: None, watch }) }
     }
 
     /// The same API, refusing new reservations while `gate` says payments are unavailable.
@@ -57,6 +60,7 @@ impl CommandApi {
             executors: self.inner.executors.clone(),
             services: self.inner.services.clone(),
             payments: Some(gate),
+            watch: self.inner.watch.clone(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -64,6 +68,11 @@ impl CommandApi {
     /// How long new reservations should be refused, if they should.
     pub fn payments_unavailable_for(&self) -> Option<std::time::Duration> {
         self.inner.payments.as_ref().and_then(|gate| gate.unavailable_for())
+    }
+
+    /// Wake-ups for requests waiting on one aggregate.
+    pub fn watch(&self) -> &AggregateWatch {
+        &self.inner.watch
     }
 
     /// The executors commands go through.

@@ -175,7 +175,8 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// Decodes the payload into an aggregate's event type.
     pub fn decode<A: Aggregate>(&self) -> Result<A::Event, StoreError> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| {
+        // Deserialised from the borrowed document: no copy of the payload per event.
+        serde::Deserialize::deserialize(&self.payload).map_err(|e: serde_json::Error| {
             StoreError::Decode(format!(
                 "{} {} v{} at {}: {e}",
                 self.aggregate_type, self.event_type, self.event_version, self.position

@@ -25,6 +25,7 @@ mod signal;
 pub mod sql;
 pub mod sqlite;
 pub mod store;
+pub mod watch;
 
 #[cfg(feature = "eventstoredb")]
 pub mod eventstoredb;
@@ -41,3 +42,4 @@ pub use migrate::{Migration, MigrationSet, STORE_MIGRATIONS};
 pub use position::Position;
 pub use sql::{Arg, Cell, Row};
 pub use store::{Backend, EventStore, StoreOptions, StoreUrl};
+pub use watch::{AggregateWatch, Subscription};

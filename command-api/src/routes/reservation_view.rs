@@ -128,6 +128,9 @@ pub async fn view(api: &CommandApi, id: ReservationId) -> Result<Option<Reservat
 }
 
 /// Waits up to `wait` for the reservation to reach one of `finals`; the view when it did.
+///
+/// It is woken only by new events of this reservation (one feed follower serves every waiting
+/// request), and looks at the reservation once per wake-up.
 pub async fn wait_for(
     api: &CommandApi,
     id: ReservationId,
@@ -135,18 +138,17 @@ pub async fn wait_for(
     wait: Duration,
 ) -> Result<Option<ReservationView>, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let store = api.executors().reservations.store().clone();
+    let key = id.to_string();
+    // Subscribe before looking, so a change between the look and the wait still wakes us.
+    let mut changes = api.watch().subscribe(<stay_domain::Reservation as cqrs_es::Aggregate>::TYPE, &key).await;
     loop {
-        let head = store.head().await?;
-        let (reservation, _) = api.executors().reservations.load(&id.to_string()).await?;
+        let (reservation, _) = api.executors().reservations.load(&key).await?;
         if reservation.status().is_some_and(|status| finals.contains(&status)) {
             return view(api, id).await;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || !changes.changed(left).await {
             return Ok(None);
         }
-        // Woken by any new event; the reservation is read again each time.
-        store.wait_for_events(head, left.min(Duration::from_millis(500))).await?;
     }
 }
