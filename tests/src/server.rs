@@ -56,6 +56,17 @@ fn build_stay() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut build = Command::new(&cargo);
     build.current_dir(workspace).args(["test", "--workspace", "--all-features", "--no-run", "--quiet"]);
+    // Cargo gives this test process the tests crate's own package variables; passed on, they
+    // would differ from what the `stay` binary was built with and make cargo build it again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+                .contains(&name.as_ref())
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
     if profile_dir.file_name().is_some_and(|name| name == "release") {
         build.arg("--release");
     }
