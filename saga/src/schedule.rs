@@ -21,6 +21,9 @@ pub const SAGA_MIGRATIONS: MigrationSet = MigrationSet {
     }],
 };
 
+/// Instances renewed per statement (SQLite allows 32,766 parameters; PostgreSQL 65,535).
+const RENEW_CHUNK: usize = 500;
+
 const SAGA_COLUMNS: &str = "saga_id, status, step, updated_at_ms, last_error, due_at_ms";
 
 fn saga_row(row: &Row) -> Result<SagaRow, StoreError> {
@@ -147,16 +150,24 @@ impl Schedule {
         rows.iter().map(|row| Ok(Claimed { saga_id: row.text("saga_id")?, wakes: row.int("wakes")? })).collect()
     }
 
-    /// Extends `owner`'s lease; false when it was lost (expired and taken by another driver).
-    pub async fn renew(&self, owner: &str, saga_id: &str, until_ms: i64) -> Result<bool, StoreError> {
-        let touched = self
-            .db
-            .run(
-                "UPDATE saga_instances SET lease_until_ms = $3 WHERE saga_id = $1 AND lease_owner = $2",
-                &[saga_id.into(), owner.into(), until_ms.into()],
-            )
-            .await?;
-        Ok(touched == 1)
+    /// Extends `owner`'s leases on `saga_ids` to `until_ms`, in one statement per few hundred
+    /// instances (a driver's heartbeat); the ids whose lease it still held.
+    pub async fn renew(&self, owner: &str, saga_ids: &[String], until_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut renewed = Vec::with_capacity(saga_ids.len());
+        for chunk in saga_ids.chunks(RENEW_CHUNK) {
+            let placeholders: Vec<String> = (3..chunk.len() + 3).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "UPDATE saga_instances SET lease_until_ms = $1 WHERE lease_owner = $2 AND saga_id IN ({}) \
+                 RETURNING saga_id",
+                placeholders.join(", ")
+            );
+            let mut args: Vec<Arg> = vec![until_ms.into(), owner.into()];
+            args.extend(chunk.iter().map(|id| Arg::from(id.as_str())));
+            for row in self.db.rows(&sql, &args).await? {
+                renewed.push(row.text("saga_id")?);
+            }
+        }
+        Ok(renewed)
     }
 
     /// Gives the instance back with where it stands and when to look again; a wake-up that came

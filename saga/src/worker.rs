@@ -5,8 +5,15 @@
 //! `CancellationRequested` wakes it. Both are recorded in the saga's table in the same transaction
 //! as the worker's checkpoint, so a redelivered event is harmless and none is lost. Everything
 //! else the saga learns from the aggregates and its own stream when it drives the instance.
+//!
+//! Leases are short (5 s by default) and kept alive by one heartbeat per process, which renews
+//! every instance the process is driving in one statement. A step therefore costs no lease write,
+//! and when a process dies its instances are free again within one lease. A driver checks locally
+//! that its lease still stands (the last successful heartbeat, or its claim, is younger than the
+//! lease); should the heartbeat fail for a whole lease, its drives stop at the next step.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use stay_domain::Clock;
@@ -33,9 +40,13 @@ pub struct SagaWorker {
     driver: Arc<Driver>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// This process's name on its leases.
     owner: String,
     concurrency: usize,
     lease: Duration,
+    /// The instances this process is driving now (it never drives one twice at once), each with
+    /// when its lease ends as last written (ms since the epoch).
+    driving: Mutex<HashMap<String, i64>>,
 }
 
 impl SagaWorker {
@@ -58,6 +69,7 @@ impl SagaWorker {
             owner: format!("saga-{}", Uuid::new_v4()),
             concurrency: concurrency.max(1),
             lease,
+            driving: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,9 +82,47 @@ impl SagaWorker {
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let feed = tokio::spawn(self.clone().consume_feed(stop.clone()));
         let gauges = tokio::spawn(self.clone().count_sagas(stop.clone()));
+        let heartbeat = tokio::spawn(self.clone().heartbeat(stop.clone()));
         self.clone().drive_due(stop).await;
         let _ = feed.await;
         let _ = gauges.await;
+        heartbeat.abort();
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
+    fn driving(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.driving.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Renews the leases of every instance this process drives, four times per lease.
+    async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let every = (self.lease / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                // Renewing continues while drives finish after a stop; `run` ends the task.
+                _ = stop.changed() => {}
+            }
+            let ids: Vec<String> = self.driving().keys().cloned().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let until = self.clock.now().timestamp_millis().saturating_add(self.lease_ms());
+            match self.schedule.renew(&self.owner, &ids, until).await {
+                Ok(renewed) => {
+                    let mut driving = self.driving();
+                    for id in renewed {
+                        if let Some(held_until) = driving.get_mut(&id) {
+                            *held_until = until;
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "could not renew the saga leases; retrying"),
+            }
+        }
     }
 
     /// Keeps the `stay_sagas{status}` gauge current.
@@ -158,28 +208,31 @@ impl SagaWorker {
     async fn drive_due(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut drives = JoinSet::new();
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(60_000);
         while !*stop.borrow() {
             while drives.try_join_next().is_some() {}
             let free = slots.available_permits();
             let mut claimed = Vec::new();
-            // A token per claim, not per process: if a drive outlives its lease and this process
-            // claims the saga again, the first drive's renewals fail and it stops.
-            let token = format!("{}:{}", self.owner, Uuid::new_v4());
+            let now = self.clock.now().timestamp_millis();
             if free > 0 {
-                let now = self.clock.now().timestamp_millis();
                 let limit = i64::try_from(free).unwrap_or(1);
-                match self.schedule.claim_due(&token, now, lease_ms, limit).await {
+                match self.schedule.claim_due(&self.owner, now, self.lease_ms(), limit).await {
                     Ok(rows) => claimed = rows,
                     Err(err) => tracing::warn!(error = %err, "could not claim due sagas"),
                 }
             }
             let claimed_any = !claimed.is_empty();
+            let claim_until = now.saturating_add(self.lease_ms());
             for claim in claimed {
+                // A lease that ran out under a drive of ours (a stalled heartbeat) and was claimed
+                // again: the drive in progress carries on and gives the instance back.
+                if self.driving().insert(claim.saga_id.clone(), claim_until).is_some() {
+                    continue;
+                }
                 let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let (worker, token) = (self.clone(), token.clone());
+                let worker = self.clone();
                 drives.spawn(async move {
-                    worker.drive_one(claim, &token).await;
+                    worker.drive_one(&claim).await;
+                    worker.driving().remove(&claim.saga_id);
                     drop(permit);
                 });
             }
@@ -210,11 +263,13 @@ impl SagaWorker {
         }
     }
 
-    async fn drive_one(&self, claim: Claimed, token: &str) {
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(60_000);
+    /// Drives one claimed instance and gives it back.
+    async fn drive_one(&self, claim: &Claimed) {
+        let token = self.owner.as_str();
+        // The heartbeat renews the lease; a step only checks, without a write, that it stands.
         let renew = || async {
-            let until = self.clock.now().timestamp_millis() + lease_ms;
-            self.schedule.renew(token, &claim.saga_id, until).await
+            let held_until = self.driving().get(&claim.saga_id).copied().unwrap_or(0);
+            Ok(self.clock.now().timestamp_millis() < held_until)
         };
         let now = || self.clock.now().timestamp_millis();
         match self.driver.drive(&claim.saga_id, renew).await {
@@ -226,7 +281,7 @@ impl SagaWorker {
                     due_at_ms: settled.due.map(|at| at.timestamp_millis()),
                     last_error,
                 };
-                if let Err(err) = self.schedule.release(token, &claim, &release, now()).await {
+                if let Err(err) = self.schedule.release(token, claim, &release, now()).await {
                     tracing::warn!(saga_id = %claim.saga_id, error = %err, "could not release a saga; its lease will expire");
                 }
             }
@@ -240,7 +295,7 @@ impl SagaWorker {
                 let error = err.to_string();
                 let retry =
                     Release { status: None, step: None, due_at_ms: Some(now() + 1_000), last_error: Some(&error) };
-                let _ = self.schedule.release(token, &claim, &retry, now()).await;
+                let _ = self.schedule.release(token, claim, &retry, now()).await;
             }
         }
     }

@@ -15,14 +15,14 @@ use sqlx::{ConnectOptions, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use crate::error::StoreError;
 use crate::migrate::{self, MigrationSet};
 use crate::redact::redact_password;
-use crate::sqlite::connect_options;
+use crate::sqlite::{connect_options, SqliteStore};
 use crate::store::StoreUrl;
 
 /// A SQL database that holds consumers' tables and their checkpoints.
 #[derive(Clone, Debug)]
 pub enum SqlDatabase {
     /// A SQLite file.
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDatabase),
     /// A PostgreSQL database.
     Postgres(PgPool),
 }
@@ -37,6 +37,36 @@ pub enum SqlTransaction {
     Postgres(Transaction<'static, Postgres>),
 }
 
+/// A SQLite file: a pool for reads and transactions, and — in the event log's own file — the
+/// log's writer, through which single-statement writes share the appends' commits (one writer
+/// for the whole file, rather than several waiting for its lock).
+#[derive(Clone, Debug)]
+pub struct SqliteDatabase {
+    pool: SqlitePool,
+    writer: Option<SqliteStore>,
+}
+
+impl SqliteDatabase {
+    /// A file of its own (a read store apart from the log).
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool, writer: None }
+    }
+
+    /// The event log's own file: its single-statement writes go through the log's writer.
+    pub fn of_log(store: &SqliteStore) -> Self {
+        Self { pool: store.pool().clone(), writer: Some(store.clone()) }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn writer(&self) -> Option<&SqliteStore> {
+        self.writer.as_ref()
+    }
+}
+
 impl SqlDatabase {
     /// Opens a SQL database of its own (a read store apart from the event store): a SQLite file
     /// (created if missing) or an existing PostgreSQL database. EventStoreDB holds no tables.
@@ -47,7 +77,7 @@ impl SqlDatabase {
                     std::fs::create_dir_all(parent).map_err(StoreError::database)?;
                 }
                 let pool = SqlitePoolOptions::new().max_connections(8).connect_with(connect_options(path)).await?;
-                Ok(SqlDatabase::Sqlite(pool))
+                Ok(SqlDatabase::Sqlite(SqliteDatabase::new(pool)))
             }
             StoreUrl::Postgres(url) => {
                 let options: PgConnectOptions =
@@ -69,7 +99,7 @@ impl SqlDatabase {
     /// Begins a transaction.
     pub async fn begin(&self) -> Result<SqlTransaction, StoreError> {
         Ok(match self {
-            SqlDatabase::Sqlite(pool) => SqlTransaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            SqlDatabase::Sqlite(db) => SqlTransaction::Sqlite(db.pool().begin_with("BEGIN IMMEDIATE").await?),
             SqlDatabase::Postgres(pool) => SqlTransaction::Postgres(pool.begin().await?),
         })
     }
@@ -77,7 +107,7 @@ impl SqlDatabase {
     /// Applies a component's pending migrations to this database.
     pub async fn migrate(&self, set: &MigrationSet) -> Result<Vec<String>, StoreError> {
         match self {
-            SqlDatabase::Sqlite(pool) => migrate::apply_sqlite(&mut *pool.acquire().await?, set).await,
+            SqlDatabase::Sqlite(db) => migrate::apply_sqlite(&mut *db.pool().acquire().await?, set).await,
             SqlDatabase::Postgres(pool) => migrate::apply_postgres(&mut *pool.acquire().await?, set).await,
         }
     }
@@ -85,7 +115,7 @@ impl SqlDatabase {
     /// A component's migrations not yet applied to this database.
     pub async fn pending_migrations(&self, set: &MigrationSet) -> Result<Vec<&'static str>, StoreError> {
         match self {
-            SqlDatabase::Sqlite(pool) => migrate::pending_sqlite(&mut *pool.acquire().await?, set).await,
+            SqlDatabase::Sqlite(db) => migrate::pending_sqlite(&mut *db.pool().acquire().await?, set).await,
             SqlDatabase::Postgres(pool) => migrate::pending_postgres(&mut *pool.acquire().await?, set).await,
         }
     }
@@ -115,6 +145,7 @@ impl SqlTransaction {
 mod tests {
     use super::*;
     use crate::migrate::Migration;
+    use crate::sql::Arg;
 
     const NOTES: MigrationSet = MigrationSet {
         component: "notes",
@@ -167,6 +198,42 @@ mod tests {
         assert_eq!(db.migrate(&NOTES).await.expect("migrate").len(), 1);
         assert!(db.pending_migrations(&NOTES).await.expect("pending").is_empty());
         assert!(db.migrate(&NOTES).await.expect("again").is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_in_the_logs_own_file_share_its_writer_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::store::EventStore::open(
+            &StoreUrl::Sqlite(dir.path().join("stay.db")),
+            crate::store::StoreOptions::default(),
+        )
+        .await
+        .expect("open");
+        store.migrate().await.expect("migrate");
+        let db = store.sql_database().expect("a SQL database beside the log");
+        assert!(matches!(&db, SqlDatabase::Sqlite(file) if file.writer().is_some()), "{db:?}");
+        db.run("CREATE TABLE keys (id TEXT PRIMARY KEY, n BIGINT NOT NULL DEFAULT 0)", &[]).await.expect("create");
+
+        // Sent at once, the inserts reach the writer together; the duplicates break the key.
+        let ids: Vec<String> = (0..40).map(|i| format!("k{}", i % 30)).collect();
+        let args: Vec<[Arg; 1]> = ids.iter().map(|id| [Arg::from(id.as_str())]).collect();
+        let inserts = args.iter().map(|arg| db.run("INSERT INTO keys (id) VALUES ($1)", arg));
+        let answers = futures::future::join_all(inserts).await;
+        let refused = answers.iter().filter(|a| matches!(a, Err(StoreError::Conflict))).count();
+        assert_eq!(refused, 10, "{answers:?}");
+        assert!(answers.iter().all(|a| matches!(a, Ok(1) | Err(StoreError::Conflict))), "{answers:?}");
+        let kept = db.rows("SELECT id FROM keys", &[]).await.expect("read");
+        assert_eq!(kept.len(), 30, "every key once: each duplicate failed alone");
+
+        // A write that returns rows answers them, through the same writer.
+        let bumped = db
+            .rows("UPDATE keys SET n = n + 1 WHERE id IN ($1, $2) RETURNING id, n", &["k1".into(), "k2".into()])
+            .await
+            .expect("update");
+        let mut bumped: Vec<(String, i64)> =
+            bumped.iter().map(|r| (r.text("id").expect("id"), r.int("n").expect("n"))).collect();
+        bumped.sort();
+        assert_eq!(bumped, vec![("k1".to_owned(), 1), ("k2".to_owned(), 1)]);
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ pub mod eventstoredb;
 pub use backoff::Backoff;
 pub use checkpoint::CHECKPOINT_MIGRATIONS;
 pub use clock::SystemClock;
-pub use database::{SqlDatabase, SqlTransaction};
+pub use database::{SqlDatabase, SqlTransaction, SqliteDatabase};
 pub use error::StoreError;
 pub use event::{Append, CommandContext, EventMetadata, NewEvent, RecordedEvent, Snapshot};
 pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorConfig, ExecutorStats};

@@ -293,25 +293,61 @@ impl SqlTransaction {
     }
 }
 
+/// Runs one statement on a SQLite connection (SQLite placeholders): the rows it touched and
+/// the rows it returned.
+pub(crate) async fn run_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    args: &[Arg],
+) -> Result<(u64, Vec<Row>), StoreError> {
+    if returns_rows(sql) {
+        let rows = sqlite_rows(&bind_all!(sqlx::query(sql), args).fetch_all(conn).await?)?;
+        Ok((rows.len() as u64, rows))
+    } else {
+        Ok((bind_all!(sqlx::query(sql), args).execute(conn).await?.rows_affected(), Vec::new()))
+    }
+}
+
+/// Whether a writing statement returns rows (`… RETURNING …`).
+fn returns_rows(sql: &str) -> bool {
+    sql.to_ascii_uppercase().contains("RETURNING")
+}
+
+/// Whether a statement only reads (and so needs no writer).
+fn only_reads(sql: &str) -> bool {
+    let start = sql.trim_start();
+    ["SELECT", "WITH", "EXPLAIN", "PRAGMA"]
+        .iter()
+        .any(|word| start.get(..word.len()).is_some_and(|s| s.eq_ignore_ascii_case(word)))
+}
+
 impl SqlDatabase {
-    /// Runs a statement; answers the rows it touched.
+    /// Runs a statement; answers the rows it touched. In the event log's own SQLite file it runs
+    /// in the log writer's next commit.
     pub async fn run(&self, sql: &str, args: &[Arg]) -> Result<u64, StoreError> {
         Ok(match self {
-            SqlDatabase::Sqlite(pool) => {
-                let sql = for_sqlite(sql);
-                bind_all!(sqlx::query(&sql), args).execute(pool).await?.rows_affected()
-            }
+            SqlDatabase::Sqlite(db) => match db.writer() {
+                Some(writer) => writer.write_statement(for_sqlite(sql), args.to_vec()).await?.0,
+                None => {
+                    let sql = for_sqlite(sql);
+                    bind_all!(sqlx::query(&sql), args).execute(db.pool()).await?.rows_affected()
+                }
+            },
             SqlDatabase::Postgres(pool) => bind_all!(sqlx::query(sql), args).execute(pool).await?.rows_affected(),
         })
     }
 
-    /// Runs a query; answers its rows.
+    /// Runs a query (or a write with `RETURNING`, which in the event log's own SQLite file runs in
+    /// the log writer's next commit); answers its rows.
     pub async fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>, StoreError> {
         Ok(match self {
-            SqlDatabase::Sqlite(pool) => {
-                let sql = for_sqlite(sql);
-                sqlite_rows(&bind_all!(sqlx::query(&sql), args).fetch_all(pool).await?)?
-            }
+            SqlDatabase::Sqlite(db) => match db.writer().filter(|_| !only_reads(sql)) {
+                Some(writer) => writer.write_statement(for_sqlite(sql), args.to_vec()).await?.1,
+                None => {
+                    let sql = for_sqlite(sql);
+                    sqlite_rows(&bind_all!(sqlx::query(&sql), args).fetch_all(db.pool()).await?)?
+                }
+            },
             SqlDatabase::Postgres(pool) => postgres_rows(&bind_all!(sqlx::query(sql), args).fetch_all(pool).await?)?,
         })
     }

@@ -5,6 +5,11 @@
 //! the rest of its group commits. The insert trigger numbers events from a
 //! counter row inside the writing transaction, so the global position is gap-free and follows
 //! commit order; the feed can simply read `global_position > after`.
+//!
+//! The same writer runs the single-statement writes of the consumers' tables in this file (the
+//! saga's schedule and ledger, idempotency records, leases): they share the appends' commits
+//! instead of each waiting for SQLite's write lock and paying an `fsync` of its own. Each runs in
+//! a savepoint, so a statement that fails undoes only itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use crate::error::StoreError;
 use crate::event::{load_through, parse_time, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
 use crate::signal::FeedSignal;
+use crate::sql::{self, Arg, Row as SqlRow};
 
 /// How many queued appends one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -47,13 +53,27 @@ struct Inner {
 #[derive(Debug)]
 struct WriteJob {
     work: Work,
-    reply: oneshot::Sender<Result<Vec<Position>, StoreError>>,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
 }
 
 #[derive(Debug)]
 enum Work {
     Append(Append),
     Snapshot(Snapshot),
+    /// One statement on a consumer's table (SQLite placeholders), and whether it returns rows.
+    Statement {
+        sql: String,
+        args: Vec<Arg>,
+    },
+}
+
+/// What a job wrote.
+#[derive(Debug)]
+enum Written {
+    /// An append's positions (none for a snapshot).
+    Positions(Vec<Position>),
+    /// A statement's rows touched, and the rows it returned.
+    Statement(u64, Vec<SqlRow>),
 }
 
 pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
@@ -114,10 +134,25 @@ impl SqliteStore {
 
     /// Appends one aggregate's events atomically; returns their positions.
     pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
-        self.write(Work::Append(append)).await
+        match self.write(Work::Append(append)).await? {
+            Written::Positions(positions) => Ok(positions),
+            Written::Statement(..) => {
+                Err(StoreError::Database("the writer answered an append with a statement".into()))
+            }
+        }
     }
 
-    async fn write(&self, work: Work) -> Result<Vec<Position>, StoreError> {
+    /// Runs one writing statement (SQLite placeholders) in the writer's next commit; the rows it
+    /// touched and the rows it returned (`RETURNING`). It fails alone: the rest of its group
+    /// commits.
+    pub(crate) async fn write_statement(&self, sql: String, args: Vec<Arg>) -> Result<(u64, Vec<SqlRow>), StoreError> {
+        match self.write(Work::Statement { sql, args }).await? {
+            Written::Statement(touched, rows) => Ok((touched, rows)),
+            Written::Positions(_) => Err(StoreError::Database("the writer answered a statement with positions".into())),
+        }
+    }
+
+    async fn write(&self, work: Work) -> Result<Written, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.inner.writer.send(WriteJob { work, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -238,7 +273,7 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJo
 
 /// Writes one group in one transaction and answers every append in it. Returns the new head.
 async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> Option<Position> {
-    let mut outcomes: Vec<Result<Vec<Position>, StoreError>> = Vec::with_capacity(group.len());
+    let mut outcomes: Vec<Result<Written, StoreError>> = Vec::with_capacity(group.len());
     let committed = write_group_transaction(conn, group, &mut outcomes).await;
 
     if let Err(err) = committed {
@@ -253,7 +288,7 @@ async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> 
 
     let mut head = None;
     for (job, outcome) in group.drain(..).zip(outcomes) {
-        if let Ok(positions) = &outcome {
+        if let Ok(Written::Positions(positions)) = &outcome {
             head = positions.last().copied().max(head);
         }
         let _ = job.reply.send(outcome);
@@ -264,16 +299,17 @@ async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> 
 async fn write_group_transaction(
     conn: &mut SqliteConnection,
     group: &[WriteJob],
-    outcomes: &mut Vec<Result<Vec<Position>, StoreError>>,
+    outcomes: &mut Vec<Result<Written, StoreError>>,
 ) -> Result<(), StoreError> {
     conn.execute("BEGIN IMMEDIATE").await?;
     for job in group {
         match &job.work {
-            Work::Append(append) => outcomes.push(append_in_group(conn, append).await?),
+            Work::Append(append) => outcomes.push(append_in_group(conn, append).await?.map(Written::Positions)),
             Work::Snapshot(snapshot) => {
-                outcomes.push(Ok(Vec::new()));
+                outcomes.push(Ok(Written::Positions(Vec::new())));
                 save_snapshot_row(conn, snapshot).await?;
             }
+            Work::Statement { sql, args } => outcomes.push(statement_in_group(conn, sql, args).await?),
         }
     }
     conn.execute("COMMIT").await?;
@@ -318,6 +354,29 @@ async fn append_in_group(
             Ok(Err(err))
         }
         Err(err) => Err(err),
+    }
+}
+
+/// Runs one statement in a savepoint. The outer `Err` aborts the whole group (the transaction is
+/// gone); the inner result is the statement's own answer (a constraint it broke is undone alone).
+async fn statement_in_group(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    args: &[Arg],
+) -> Result<Result<Written, StoreError>, StoreError> {
+    conn.execute("SAVEPOINT statement").await?;
+    match sql::run_sqlite(&mut *conn, sql, args).await {
+        Ok((touched, rows)) => {
+            conn.execute("RELEASE statement").await?;
+            Ok(Ok(Written::Statement(touched, rows)))
+        }
+        Err(err) => {
+            // Should SQLite have rolled the whole transaction back (a full disk, an I/O error),
+            // the savepoint is gone too and this fails: the group then fails as a whole.
+            conn.execute("ROLLBACK TO statement").await?;
+            conn.execute("RELEASE statement").await?;
+            Ok(Err(err))
+        }
     }
 }
 

@@ -170,7 +170,7 @@ impl EventStore {
     /// their tables and checkpoints; `None` for EventStoreDB, whose users name a separate one.
     pub fn sql_database(&self) -> Option<SqlDatabase> {
         match &self.backend {
-            Backend::Sqlite(s) => Some(SqlDatabase::Sqlite(s.pool().clone())),
+            Backend::Sqlite(s) => Some(SqlDatabase::Sqlite(crate::database::SqliteDatabase::of_log(s))),
             Backend::Postgres(s) => Some(SqlDatabase::Postgres(s.pool().clone())),
             #[cfg(feature = "eventstoredb")]
             Backend::EventStoreDb(_) => None,

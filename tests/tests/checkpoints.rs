@@ -64,7 +64,7 @@ async fn write_row(tx: &mut stay_store::SqlTransaction, value: &str) {
 
 async fn rows(db: &SqlDatabase) -> i64 {
     match db {
-        SqlDatabase::Sqlite(pool) => sqlx::query_scalar("SELECT count(*) FROM consumer_rows").fetch_one(pool).await,
+        SqlDatabase::Sqlite(db) => sqlx::query_scalar("SELECT count(*) FROM consumer_rows").fetch_one(db.pool()).await,
         SqlDatabase::Postgres(pool) => sqlx::query_scalar("SELECT count(*) FROM consumer_rows").fetch_one(pool).await,
     }
     .expect("count")
@@ -74,8 +74,8 @@ async fn with_consumer_table(store: &EventStore) -> SqlDatabase {
     store.migrate().await.expect("migrate");
     let db = store.sql_database().expect("a SQL database beside the log");
     match &db {
-        SqlDatabase::Sqlite(pool) => {
-            sqlx::query("CREATE TABLE consumer_rows (value TEXT)").execute(pool).await.map(drop)
+        SqlDatabase::Sqlite(db) => {
+            sqlx::query("CREATE TABLE consumer_rows (value TEXT)").execute(db.pool()).await.map(drop)
         }
         SqlDatabase::Postgres(pool) => {
             sqlx::query("CREATE TABLE consumer_rows (value TEXT)").execute(pool).await.map(drop)

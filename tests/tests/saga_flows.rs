@@ -357,3 +357,58 @@ async fn the_http_provider_path_recovers_and_a_parked_saga_is_resumed_by_an_oper
     assert!(types.contains(&"SagaParked:refund".to_owned()) && types.contains(&"SagaResumed".to_owned()), "{types:?}");
     assert!(types.contains(&"StepSucceeded:complete_cancellation".to_owned()), "{types:?}");
 }
+
+/// Sagas in flight when `stay serve` dies (SIGKILL, mid-charge) are taken up again by the
+/// restarted process within seconds: their leases are short and renewed by a heartbeat, so a dead
+/// process's claims run out in one lease (5 s), not in the payment deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_in_flight_at_a_crash_resume_within_seconds_of_the_restart() {
+    let mut tour = Tour::start(Backend::Sqlite, &[]).await;
+    let mut pending = Vec::new();
+    for _ in 0..4 {
+        // A slow charge (2 s) keeps each saga in flight when the process dies.
+        let answer = tour.reserve("tok_slow", false).await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+        pending.push(answer.field("reservation_id").to_owned());
+    }
+    // Wait until the charges are under way, then kill the process in the middle of them.
+    for id in &pending {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = format!("/v1/admin/sagas/{id}");
+            let answer = tour.server.send(Method::GET, &path, Some(&tour.admin), None, &[]).await;
+            // 404 until the saga has started.
+            if answer.status == 200 && event_types(&answer.body).iter().any(|e| e == "StepRequested:charge") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "saga {id} never reached its charge\n{}", tour.server.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::task::block_in_place(|| tour.server.crash_and_restart());
+    let restarted = Instant::now();
+
+    // Resumed within 10 s of the restart, then the slow charge's own 2 s, and some slack for a
+    // loaded machine: far below the old 60 s lease.
+    let bound = Duration::from_secs(15);
+    for id in &pending {
+        loop {
+            let path = format!("/v1/reservations/{id}");
+            let answer = tour.server.send(Method::GET, &path, Some(&tour.guest), None, &[]).await;
+            // The read model may not have caught up with the restarted log yet (404).
+            assert!(matches!(answer.status, 200 | 404), "{}", answer.text);
+            if answer.status == 200 && answer.field("status") == "confirmed" {
+                break;
+            }
+            assert!(
+                restarted.elapsed() < bound,
+                "reservation {id} still {} {:?} after the restart\n{}",
+                answer.text,
+                restarted.elapsed(),
+                tour.server.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!("every saga in flight at the crash confirmed {:?} after the restart", restarted.elapsed());
+}

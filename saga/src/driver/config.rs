@@ -29,7 +29,7 @@ impl Default for SagaConfig {
             max_step_failures: 10,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(5),
             concurrency: 64,
         }
     }
