@@ -18,6 +18,7 @@ pub mod event;
 pub mod executor;
 pub mod executors;
 pub mod migrate;
+mod pg_group_commit;
 pub mod position;
 pub mod postgres;
 mod redact;

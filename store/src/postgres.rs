@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: several processes, one database.
 //!
-//! Each append is one `INSERT … RETURNING` (its own transaction); concurrent commands share WAL
-//! flushes through PostgreSQL's own group commit, so there is no writer to funnel through.
+//! Appends of concurrent commands are written together: one transaction, one `INSERT … RETURNING`
+//! and one WAL flush per group, with a conflicting append failing alone (`pg_group_commit.rs`).
 //!
 //! The feed never trusts `global_position` alone: identity values are taken at insert and become
 //! visible at commit, so a slow transaction can commit a lower position after a reader has moved
@@ -25,11 +25,12 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, PgPool, Row};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent, Snapshot};
+use crate::pg_group_commit::{position_of, run_writer, AppendJob, GroupWriter, MAX_GROUP, WRITERS};
 use crate::position::Position;
 use crate::redact::redact_password;
 use crate::signal::FeedSignal;
@@ -49,7 +50,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: PgPool,
     signal: FeedSignal,
-    committed: Arc<Notify>,
+    /// The queue of the group-commit writers.
+    appends: mpsc::Sender<AppendJob>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -81,11 +83,17 @@ impl PostgresStore {
     pub fn from_pool(pool: PgPool) -> Self {
         let signal = FeedSignal::new();
         let committed = Arc::new(Notify::new());
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(send_notifications(pool.clone(), committed.clone())),
             tokio::spawn(receive_notifications(pool.clone(), signal.clone())),
         ];
-        Self { inner: Arc::new(Inner { pool, signal, committed, tasks }) }
+        let (appends, queue) = mpsc::channel(4 * MAX_GROUP);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let writer = GroupWriter { pool: pool.clone(), signal: signal.clone(), committed };
+        for _ in 0..WRITERS {
+            tasks.push(tokio::spawn(run_writer(writer.clone(), queue.clone())));
+        }
+        Self { inner: Arc::new(Inner { pool, signal, appends, tasks }) }
     }
 
     /// The connection pool (for consumers' own tables in the same database).
@@ -110,65 +118,15 @@ impl PostgresStore {
         load_through::<_, A>(&self.repository(), aggregate_id, after_sequence).await
     }
 
-    /// Appends one aggregate's events atomically (one statement); returns their positions.
+    /// Appends one aggregate's events atomically; returns their positions. The append joins the
+    /// next group commit (see `pg_group_commit.rs`); a conflicting append fails alone.
     pub async fn append(&self, append: Append) -> Result<Vec<Position>, StoreError> {
         if append.events.is_empty() {
             return Ok(Vec::new());
         }
-        let metadata = serde_json::to_value(append.metadata.to_map())?;
-        let count = append.events.len();
-        // The primary key catches a writer behind the stream; the EXISTS guard one ahead of it
-        // (which would otherwise leave a gap in the sequence).
-        let mut sql = String::from(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
-             SELECT $1, $2, v.sequence, v.event_type, v.event_version, v.payload, $3, $4 FROM (VALUES ",
-        );
-        for i in 0..count {
-            let base = 6 + i * 4;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}::bigint, ${}::text, ${}::text, ${}::jsonb)",
-                base,
-                base + 1,
-                base + 2,
-                base + 3
-            ));
-        }
-        sql.push_str(
-            ") AS v (sequence, event_type, event_version, payload) \
-             WHERE $5::bigint = 0 OR EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $5::bigint) \
-             RETURNING sequence, global_position, tx_id::text AS tx_id_text",
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(&append.aggregate_type)
-            .bind(&append.aggregate_id)
-            .bind(&metadata)
-            .bind(append.metadata.recorded_at)
-            .bind(to_i64(append.expected_version));
-        for (i, event) in append.events.iter().enumerate() {
-            query = query
-                .bind(to_i64(append.expected_version + 1 + i as u64))
-                .bind(&event.event_type)
-                .bind(&event.event_version)
-                .bind(&event.payload);
-        }
-        let rows = query.fetch_all(&self.inner.pool).await?;
-        if rows.len() != count {
-            return Err(StoreError::Conflict);
-        }
-        let mut numbered = rows
-            .iter()
-            .map(|row| Ok((row.try_get::<i64, _>("sequence")?, position_of(row)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        numbered.sort_unstable();
-        let positions: Vec<Position> = numbered.into_iter().map(|(_, position)| position).collect();
-        if let Some(last) = positions.iter().max() {
-            self.inner.signal.advance(*last);
-        }
-        self.inner.committed.notify_one();
-        Ok(positions)
+        let (reply, answer) = oneshot::channel();
+        self.inner.appends.send(AppendJob { append, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Reads up to `limit` events after `after`, in feed order, never past a running transaction.
@@ -273,13 +231,6 @@ impl PostgresStore {
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn position_of(row: &PgRow) -> Result<Position, StoreError> {
-    let tx_id: String = row.try_get("tx_id_text")?;
-    let tx_id: u64 = tx_id.parse().map_err(|e| StoreError::Decode(format!("tx_id `{tx_id}`: {e}")))?;
-    let global: i64 = row.try_get("global_position")?;
-    Ok(Position::new(tx_id, global.max(0) as u64))
 }
 
 fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
