@@ -5,11 +5,16 @@
 //!
 //! 1. take the aggregate's lock stripe, so commands to one aggregate in this process queue rather
 //!    than collide (other processes are still caught by the store's version check);
-//! 2. load the aggregate: from the in-process cache plus the events appended since its version,
+//! 2. first try, with no read at all: `handle` the command on the cached state as it is (or, when
+//!    the aggregate is not cached, on a new one at version 0) and append expecting that version.
+//!    An event written since (by another process, or before the cache knew the aggregate) makes
+//!    the append conflict (and step 4 follows); a refusal or a no-op decided on that state is not
+//!    trusted, and step 3 decides again at once;
+//! 3. load the aggregate: from the in-process cache plus the events appended since its version,
 //!    or from our own snapshot plus the events after it, or from the start — so a command's cost
-//!    does not grow with the stream's length;
-//! 3. `handle` the command, collect its events, append them expecting the loaded version;
-//! 4. on a conflict, forget the cached state, wait by the [`Backoff`] schedule and go again;
+//!    does not grow with the stream's length — then `handle` the command, collect its events and
+//!    append them expecting the loaded version;
+//! 4. on a conflict, forget the cached state, wait by the [`Backoff`] schedule and go to step 3;
 //! 5. answer with the committed events and their global positions.
 //!
 //! Each command runs in an `execute` span naming the aggregate, the command and its correlation
@@ -235,7 +240,17 @@ impl<A: Aggregate + 'static> Executor<A> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(aggregate_id, command.clone(), context, attempt).await {
+            // The first attempt is made without reading the store when it can be (see the
+            // module's step 2); the append's expected version catches a state that was behind.
+            let fast = match attempt {
+                1 => self.attempt_on_cache(aggregate_id, command.clone(), context).await,
+                _ => None,
+            };
+            let outcome = match fast {
+                Some(outcome) => outcome,
+                None => self.attempt(aggregate_id, command.clone(), context, attempt).await,
+            };
+            match outcome {
                 Err(ExecuteError::Store(StoreError::Conflict)) => {
                     self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                     match waits.next_wait() {
@@ -275,6 +290,41 @@ impl<A: Aggregate + 'static> Executor<A> {
         Ok((answer, version))
     }
 
+    /// The cached state and version, without looking at the store (`None` when not cached). It
+    /// may be behind the store: only for a caller that tolerates that, such as a saga step that
+    /// looks again at the stored state whenever a write it decided on is refused.
+    pub async fn cached(&self, aggregate_id: &str) -> Option<(A, u64)>
+    where
+        A: Clone,
+    {
+        let _stripe = self.locks[stripe_of(aggregate_id)].lock().await;
+        let cache = self.cache_lock();
+        cache.entries.get(aggregate_id).map(|(state, version)| (state.clone(), *version))
+    }
+
+    /// The command decided without reading the store, on the cached state — or, for an
+    /// aggregate not in the cache, on a new one (a command creating an aggregate is the common
+    /// case there; for an aggregate that exists, the append at version 0 conflicts). `None` when
+    /// the command is refused or changes nothing: a refusal or a no-op decided on a state that
+    /// may be behind is not an answer, so the caller decides again on the state as stored.
+    async fn attempt_on_cache(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Option<Result<Committed<A::Event>, ExecuteError<A::Error>>> {
+        let cached = self.cache_lock().take(aggregate_id);
+        let (mut state, version) = cached.unwrap_or_default();
+        let sink = EventSink::default();
+        // The state handled the command halfway: it is dropped, and the next attempt loads it.
+        state.handle(command, &self.services, &sink).await.ok()?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            return None;
+        }
+        Some(self.commit(aggregate_id, state, version, events, context, 1).await)
+    }
+
     async fn attempt(
         &self,
         aggregate_id: &str,
@@ -298,7 +348,19 @@ impl<A: Aggregate + 'static> Executor<A> {
                 attempts: attempt,
             });
         }
+        self.commit(aggregate_id, state, version, events, context, attempt).await
+    }
 
+    /// Appends `events`, decided on `state` at `version`; on success the new state is cached.
+    async fn commit(
+        &self,
+        aggregate_id: &str,
+        state: A,
+        version: u64,
+        events: Vec<A::Event>,
+        context: &CommandContext,
+        attempt: u32,
+    ) -> Result<Committed<A::Event>, ExecuteError<A::Error>> {
         let metadata = context.metadata(self.clock.now());
         let append = Append {
             aggregate_type: A::TYPE.to_owned(),
@@ -551,6 +613,31 @@ mod tests {
         let rival = Rival { store: store.clone(), races: AtomicU32::new(races) };
         let executor = Executor::with_config(store, Arc::new(rival), Arc::new(SystemClock), config);
         (dir, executor)
+    }
+
+    #[tokio::test]
+    async fn a_command_decided_on_a_cached_state_that_fell_behind_lands_on_the_stored_one() {
+        let (_dir, first) = executor(0, ExecutorConfig::default()).await;
+        // Another process's executor over the same store.
+        let rival = Rival { store: first.store().clone(), races: AtomicU32::new(0) };
+        let second: Executor<Counter> = Executor::with_config(
+            first.store().clone(),
+            Arc::new(rival),
+            Arc::new(SystemClock),
+            ExecutorConfig::default(),
+        );
+        let context = CommandContext::new("test");
+        first.execute(ID, Increment, &context).await.expect("first, now cached at version 1");
+        second.execute(ID, Increment, &context).await.expect("the other process: version 2");
+
+        // Tried first on the cached state (version 1): the append conflicts, and the command is
+        // decided again on the stored state.
+        let committed = first.execute(ID, Increment, &context).await.expect("landed");
+        assert_eq!(committed.version, 3);
+        assert_eq!(committed.events[0].sequence, 3);
+        let (state, version) = first.load(ID).await.expect("load");
+        assert_eq!((state.count, version), (3, 3));
+        assert_eq!(first.stats().conflicts.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -45,8 +45,23 @@ pub struct LoadArgs {
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Single-event commands over HTTP (POST /v1/rooms): throughput, latency, projection lag.
+    ///
+    /// Each request registers a new room as a host: one command, one event, one durable commit
+    /// (shared with concurrent commands by group commit on SQLite and PostgreSQL). Measured: commands answered per second,
+    /// latency p50/p99/p99.9/max from send to answer, answers by status, projection lag (from a
+    /// command's answer until a read at its position sees it, for a sample of commands), and the
+    /// server's memory before, at its peak and once idle. With --ceiling, the database's own rate
+    /// (one durable insert per transaction, same clients) is measured in the same run, and the
+    /// throughput is also given as a share of it.
     Commands(commands::CommandsArgs),
     /// Full reservations (POST /v1/reservations, Prefer: wait): request → held → charged → confirmed.
+    ///
+    /// Each request reserves a night of its own (distinct rooms and nights, so none is refused)
+    /// with a card that is approved, and waits (Prefer: wait) until the saga has held the nights,
+    /// charged the card and confirmed the reservation. Measured: reservations confirmed per second,
+    /// latency from request to the confirmed answer (the whole saga), answers by status (202 means
+    /// the wait ran out), projection lag (a sample of confirmations read back at their position in
+    /// roomview), and the server's memory. --ceiling adds the database's own rate from the same run.
     Reservations(reservations::ReservationsArgs),
     /// Query latency (GET /v1/rooms, GET /v1/rooms/{id}) under concurrent load.
     Queries(queries::QueriesArgs),

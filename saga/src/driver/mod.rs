@@ -98,9 +98,24 @@ impl Driver {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool, StoreError>>,
     {
-        for _ in 0..MAX_ACTIONS_PER_DRIVE {
-            let (saga, _) = self.sagas.load(saga_id).await?;
-            let (reservation, _) = self.executors.reservations.load(saga_id).await?;
+        for round in 0..MAX_ACTIONS_PER_DRIVE {
+            // The first look reads the store. Later ones in the same drive take the states this
+            // process's own steps left in the executors' caches: a write decided on a state that
+            // fell behind is refused (the saga's version, the append's expected version), and a
+            // cancellation from another process wakes the saga for a drive of its own.
+            let (saga, reservation) = match round {
+                0 => (self.sagas.load(saga_id).await?.0, self.executors.reservations.load(saga_id).await?.0),
+                _ => (
+                    match self.sagas.cached(saga_id).await {
+                        Some((saga, _)) => saga,
+                        None => self.sagas.load(saga_id).await?.0,
+                    },
+                    match self.executors.reservations.cached(saga_id).await {
+                        Some((reservation, _)) => reservation,
+                        None => self.executors.reservations.load(saga_id).await?.0,
+                    },
+                ),
+            };
             let cancel_requested = reservation.status() == Some(ReservationStatus::Cancelling);
             let now = self.clock.now();
             let action = saga.next_action(now, cancel_requested);
