@@ -82,7 +82,7 @@ impl SagaWorker {
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let feed = tokio::spawn(self.clone().consume_feed(stop.clone()));
         let gauges = tokio::spawn(self.clone().count_sagas(stop.clone()));
-        let heartbeat = tokio::spawn(self.clone().heartbeat(stop.clone()));
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
         self.clone().drive_due(stop).await;
         let _ = feed.await;
         let _ = gauges.await;
@@ -98,14 +98,11 @@ impl SagaWorker {
     }
 
     /// Renews the leases of every instance this process drives, four times per lease.
-    async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// It keeps renewing while the drives in progress finish after a stop; `run` ends it.
+    async fn heartbeat(self: Arc<Self>) {
         let every = (self.lease / 4).max(Duration::from_millis(10));
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                // Renewing continues while drives finish after a stop; `run` ends the task.
-                _ = stop.changed() => {}
-            }
+            tokio::time::sleep(every).await;
             let ids: Vec<String> = self.driving().keys().cloned().collect();
             if ids.is_empty() {
                 continue;
