@@ -17,7 +17,7 @@
 //! database refuses, a dropped connection), it is rolled back — nothing of it is written — and each
 //! of its appends is tried again alone, so only the append at fault fails.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlx::postgres::PgRow;
@@ -131,13 +131,18 @@ async fn write_group(pool: &PgPool, appends: &[&Append]) -> Result<Vec<Result<Ve
     for append in appends {
         metadata.push(serde_json::to_value(append.metadata.to_map())?);
     }
+    // A group holds one append per aggregate: the aggregate names the append.
+    let index_of: HashMap<(&str, &str), usize> = appends
+        .iter()
+        .enumerate()
+        .map(|(index, append)| ((append.aggregate_type.as_str(), append.aggregate_id.as_str()), index))
+        .collect();
     for chunk in rows.chunks(MAX_EVENTS_PER_INSERT) {
         for row in insert_rows(&mut tx, chunk, &metadata).await? {
             let (kind, id): (String, String) = (row.try_get("aggregate_type")?, row.try_get("aggregate_id")?);
             let sequence: i64 = row.try_get("sequence")?;
             let position = position_of(&row)?;
-            let owner = appends.iter().position(|a| a.aggregate_type == kind && a.aggregate_id == id);
-            let Some(index) = owner else {
+            let Some(&index) = index_of.get(&(kind.as_str(), id.as_str())) else {
                 return Err(StoreError::Database(format!("the group insert returned a row of {kind} {id}").into()));
             };
             written[index].push((sequence, position));

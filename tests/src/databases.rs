@@ -39,6 +39,14 @@ impl TestPostgres {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// An event store over this database, migrated.
+    pub async fn open_store(&self) -> stay_store::EventStore {
+        let url = stay_store::StoreUrl::Postgres(self.url.clone());
+        let store = stay_store::EventStore::open(&url, stay_store::StoreOptions::default()).await.expect("open");
+        store.migrate().await.expect("migrate");
+        store
+    }
 }
 
 impl Drop for TestPostgres {

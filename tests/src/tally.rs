@@ -8,6 +8,7 @@ use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use stay_store::NewEvent;
 
 /// Counts what was added to it.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,4 +93,9 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         json!({ "Added": { "amount": n } })
     }
     vec![Box::new(SemanticVersionEventUpcaster::new("Added", "1.0", Box::new(lift)))]
+}
+
+/// A Tally's `Added` event as the store takes it.
+pub fn added(amount: i64) -> NewEvent {
+    NewEvent::from_domain(&TallyEvent::Added { amount }).expect("serialise")
 }

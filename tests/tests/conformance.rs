@@ -11,7 +11,7 @@ use stay_store::{
     Append, CommandContext, EventStore, ExecuteError, Executor, ExecutorConfig, NewEvent, Position, Snapshot,
     StoreError, StoreOptions, StoreUrl, SystemClock,
 };
-use stay_tests::tally::{self, Tally, TallyCommand, TallyError, TallyEvent};
+use stay_tests::tally::{self, added, Tally, TallyCommand, TallyError, TallyEvent};
 use stay_tests::{read_feed_until, TestPostgres, TestSqlite};
 use uuid::Uuid;
 
@@ -58,10 +58,6 @@ fn executor(store: &EventStore) -> Executor<Tally> {
 
 fn new_id() -> String {
     Uuid::new_v4().to_string()
-}
-
-fn added(amount: i64) -> NewEvent {
-    NewEvent::from_domain(&TallyEvent::Added { amount }).expect("serialise")
 }
 
 fn append(id: &str, expected_version: u64, events: Vec<NewEvent>) -> Append {

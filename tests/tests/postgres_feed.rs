@@ -6,21 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::{Connection, PgConnection};
-use stay_store::{Append, CommandContext, EventStore, NewEvent, Position, RecordedEvent, StoreOptions, StoreUrl};
-use stay_tests::tally::TallyEvent;
+use stay_store::{Append, CommandContext, EventStore, Position, RecordedEvent, StoreOptions, StoreUrl};
+use stay_tests::tally::added;
 use stay_tests::{read_feed_until, TestPostgres};
 use uuid::Uuid;
-
-async fn store(db: &TestPostgres) -> EventStore {
-    let store =
-        EventStore::open(&StoreUrl::Postgres(db.url().to_owned()), StoreOptions::default()).await.expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-fn added(amount: i64) -> NewEvent {
-    NewEvent::from_domain(&TallyEvent::Added { amount }).expect("serialise")
-}
 
 fn one_event(id: &str, amount: i64) -> Append {
     Append {
@@ -59,7 +48,7 @@ async fn read_all(store: &EventStore, mut after: Position) -> Vec<RecordedEvent>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_transaction_holds_the_feed_back_and_is_delivered_when_it_commits() {
     let db = TestPostgres::create().await;
-    let store = store(&db).await;
+    let store = db.open_store().await;
     let start = store.head().await.expect("head");
 
     // A slow writer appends first and keeps its transaction open for 3 s.
@@ -102,7 +91,7 @@ async fn an_open_transaction_holds_the_feed_back_and_is_delivered_when_it_commit
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolled_back_transaction_leaves_no_gap_that_stalls_the_feed() {
     let db = TestPostgres::create().await;
-    let store = store(&db).await;
+    let store = db.open_store().await;
     let start = store.head().await.expect("head");
 
     let mut conn = PgConnection::connect(db.url()).await.expect("connect");
@@ -125,7 +114,7 @@ async fn feed_order_is_numeric_across_transaction_id_digit_boundaries() {
     // transaction 100003 came before one of 99991. Plant rows with such ids (long committed, so
     // the fence lets them through) and read them back in numeric order.
     let db = TestPostgres::create().await;
-    let store = store(&db).await;
+    let store = db.open_store().await;
     let mut conn = PgConnection::connect(db.url()).await.expect("connect");
     // Pick ids on both sides of a power of ten, below every running transaction.
     let mut current: u64 = 0;
@@ -158,7 +147,7 @@ async fn feed_order_is_numeric_across_transaction_id_digit_boundaries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_in_another_process_is_woken_by_notification_not_polling() {
     let db = TestPostgres::create().await;
-    let writer = store(&db).await;
+    let writer = db.open_store().await;
     // A second store on the same database stands for another process: its own pool and listener,
     // and a poll interval so long that only a notification can wake it in time.
     let options = StoreOptions { poll_interval: Duration::from_secs(60), ..StoreOptions::default() };

@@ -4,20 +4,9 @@
 use chrono::Utc;
 use futures::future::join_all;
 use serde_json::json;
-use stay_store::{Append, CommandContext, EventStore, NewEvent, StoreError, StoreOptions, StoreUrl};
-use stay_tests::tally::TallyEvent;
+use stay_store::{Append, CommandContext, EventStore, NewEvent, StoreError};
+use stay_tests::tally::added;
 use stay_tests::TestPostgres;
-
-async fn store(db: &TestPostgres) -> EventStore {
-    let store =
-        EventStore::open(&StoreUrl::Postgres(db.url().to_owned()), StoreOptions::default()).await.expect("open");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-fn added(amount: i64) -> NewEvent {
-    NewEvent::from_domain(&TallyEvent::Added { amount }).expect("serialise")
-}
 
 fn append(id: &str, expected_version: u64, amounts: &[i64]) -> Append {
     Append {
@@ -37,7 +26,7 @@ async fn sequences(store: &EventStore, id: &str) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_conflicting_append_fails_alone_and_leaves_nothing_of_itself() {
     let db = TestPostgres::create().await;
-    let store = store(&db).await;
+    let store = db.open_store().await;
     for round in 0..20 {
         let contested = format!("contested-{round}");
         // Two writers decided on the same version of one stream (one with two events, one with
@@ -76,7 +65,7 @@ async fn a_conflicting_append_fails_alone_and_leaves_nothing_of_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_that_fails_as_a_whole_leaves_nothing_half_written() {
     let db = TestPostgres::create().await;
-    let store = store(&db).await;
+    let store = db.open_store().await;
     // PostgreSQL refuses a NUL character in jsonb: the group's one INSERT fails, so the whole
     // transaction does. Each append is then tried alone; only the bad one fails.
     let mut bad = append("bad", 0, &[1]);
