@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod load;
+mod memory;
 mod migrate;
 mod output;
 mod payment_sim;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
+    memory::give_back_freed_memory();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -274,7 +274,10 @@ impl Application {
         let service = ServiceConfig {
             max_in_flight: args.max_in_flight,
             readiness: Readiness { store, sql: Some((read_db, migrations)) },
-            render_metrics: Arc::new(move || metrics.render()),
+            render_metrics: Arc::new(move || {
+                crate::memory::record_allocator_gauges();
+                metrics.render()
+            }),
             executors: Some(executors),
         };
         let (router, _openapi) = service::assemble(v1, service);
