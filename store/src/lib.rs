@@ -25,6 +25,7 @@ mod redact;
 mod signal;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_tail;
 pub mod store;
 pub mod watch;
 

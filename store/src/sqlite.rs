@@ -29,6 +29,7 @@ use crate::event::{load_through, parse_time, Append, RecordedEvent, Snapshot};
 use crate::position::Position;
 use crate::signal::FeedSignal;
 use crate::sql::{self, Arg, Row as SqlRow};
+use crate::sqlite_tail::Tail;
 
 /// How many queued appends one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -47,6 +48,8 @@ struct Inner {
     read_pool: SqlitePool,
     writer: mpsc::Sender<WriteJob>,
     signal: FeedSignal,
+    /// The newest events this process committed, for feed reads that start among them.
+    tail: Arc<Tail>,
 }
 
 /// Work for the writer task, answered once its group has committed (or failed).
@@ -100,8 +103,9 @@ impl SqliteStore {
         let read_pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(options).await?;
         let signal = FeedSignal::new();
         let (writer, jobs) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(run_writer(writer_conn, jobs, signal.clone()));
-        Ok(Self { inner: Arc::new(Inner { path, read_pool, writer, signal }) })
+        let tail = Arc::new(Tail::default());
+        tokio::spawn(run_writer(writer_conn, jobs, signal.clone(), tail.clone()));
+        Ok(Self { inner: Arc::new(Inner { path, read_pool, writer, signal, tail }) })
     }
 
     /// The database file.
@@ -158,8 +162,21 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Reads up to `limit` events after `after`, in feed order.
+    /// Reads up to `limit` events after `after`, in feed order: from the newest events this
+    /// process committed when they cover `after` (`sqlite_tail.rs`), else from the database.
     pub async fn read_feed(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Some(events) = self.inner.tail.read(after, limit) {
+            return Ok(events);
+        }
+        self.read_feed_from_database(after, limit).await
+    }
+
+    /// Reads up to `limit` events after `after` from the database.
+    pub async fn read_feed_from_database(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
                     recorded_at, global_position
@@ -253,7 +270,12 @@ fn recorded_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
 }
 
 /// The writer task: takes queued appends in groups and commits each group once.
-async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJob>, signal: FeedSignal) {
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<WriteJob>,
+    signal: FeedSignal,
+    tail: Arc<Tail>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = jobs.recv().await {
         group.push(first);
@@ -263,7 +285,7 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJo
                 Err(_) => break,
             }
         }
-        if let Some(head) = write_group(&mut conn, &mut group).await {
+        if let Some(head) = write_group(&mut conn, &mut group, &tail).await {
             signal.advance(head);
         }
         group.clear();
@@ -271,8 +293,9 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJo
     let _ = conn.close().await;
 }
 
-/// Writes one group in one transaction and answers every append in it. Returns the new head.
-async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> Option<Position> {
+/// Writes one group in one transaction, keeps its events in the tail and answers every append in
+/// it. Returns the new head.
+async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>, tail: &Tail) -> Option<Position> {
     let mut outcomes: Vec<Result<Written, StoreError>> = Vec::with_capacity(group.len());
     let committed = write_group_transaction(conn, group, &mut outcomes).await;
 
@@ -290,6 +313,13 @@ async fn write_group(conn: &mut SqliteConnection, group: &mut Vec<WriteJob>) -> 
     for (job, outcome) in group.drain(..).zip(outcomes) {
         if let Ok(Written::Positions(positions)) = &outcome {
             head = positions.last().copied().max(head);
+            if let Work::Append(append) = &job.work {
+                if let Err(err) = tail.committed(append, positions) {
+                    // Only the in-memory copy failed (an event that cannot be re-read as JSON):
+                    // readers after it go to the database, which has it.
+                    tracing::warn!(error = %err, "an event was committed but not kept in the feed's tail");
+                }
+            }
         }
         let _ = job.reply.send(outcome);
     }
@@ -429,4 +459,91 @@ async fn save_snapshot_row(conn: &mut SqliteConnection, snapshot: &Snapshot) -> 
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::{Append, CommandContext, NewEvent, RecordedEvent};
+    use crate::position::Position;
+    use crate::store::{Backend, EventStore, StoreOptions, StoreUrl};
+
+    async fn store(path: &std::path::Path) -> EventStore {
+        let store =
+            EventStore::open(&StoreUrl::Sqlite(path.to_path_buf()), StoreOptions::default()).await.expect("open");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    fn sqlite(store: &EventStore) -> &super::SqliteStore {
+        match store.backend() {
+            Backend::Sqlite(sqlite) => sqlite,
+            #[allow(unreachable_patterns)] // only SQLite without the other backends' features
+            _ => panic!("a SQLite store"),
+        }
+    }
+
+    async fn note(store: &EventStore, id: &str, expected_version: u64, events: usize) {
+        let append = Append {
+            aggregate_type: "Probe".into(),
+            aggregate_id: id.into(),
+            expected_version,
+            events: (0..events)
+                .map(|i| NewEvent {
+                    event_type: "Noted".into(),
+                    event_version: "1".into(),
+                    payload: serde_json::json!({"n": i, "price": 12.5, "text": "ä \"quoted\"", "list": [1, null]}),
+                })
+                .collect(),
+            metadata: CommandContext::new("sqlite-test").metadata(chrono::Utc::now()),
+        };
+        store.append(append).await.expect("append");
+    }
+
+    /// Reads the feed after `after` as a consumer does: batch after batch until one is empty.
+    async fn follow(store: &EventStore, mut after: Position) -> Vec<RecordedEvent> {
+        let mut seen = Vec::new();
+        loop {
+            let batch = store.read_feed(after, 1).await.expect("read");
+            let Some(last) = batch.last() else { return seen };
+            after = last.position;
+            seen.extend(batch);
+        }
+    }
+
+    fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.position.major()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_feed_read_from_memory_is_the_feed_read_from_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store(&dir.path().join("events.db")).await;
+        note(&store, "a", 0, 1).await;
+        note(&store, "b", 0, 3).await;
+        note(&store, "a", 1, 2).await;
+
+        let from_memory = sqlite(&store).inner.tail.read(Position::new(1, 0), 100).expect("kept in memory");
+        let from_file = sqlite(&store).read_feed_from_database(Position::new(1, 0), 100).await.expect("read");
+
+        assert_eq!(positions(&from_file), vec![2, 3, 4, 5, 6]);
+        assert_eq!(from_memory, from_file, "every field, the payload's JSON and the time to the microsecond");
+    }
+
+    #[tokio::test]
+    async fn events_another_process_wrote_to_the_file_are_read_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.db");
+        let ours = store(&path).await;
+        let theirs = store(&path).await;
+        note(&ours, "a", 0, 1).await;
+        note(&ours, "a", 1, 1).await;
+        note(&theirs, "b", 0, 2).await;
+
+        let before_our_next_commit = follow(&ours, Position::new(1, 0)).await;
+        note(&ours, "a", 2, 1).await;
+        let after_it = follow(&ours, Position::new(4, 0)).await;
+
+        assert_eq!(positions(&before_our_next_commit), vec![2, 3, 4], "theirs come from the file");
+        assert_eq!(positions(&after_it), vec![5], "ours after theirs");
+    }
 }
