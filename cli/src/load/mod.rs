@@ -11,8 +11,10 @@
 //!   [`target`] — the server under load.
 //! - [`commands`], [`reservations`], [`queries`] — HTTP scenarios; [`replay`] — rebuilding every
 //!   aggregate from the log in memory; [`stream_length`] — command time against stream length;
-//!   [`ceiling`] — the database's own rate.
+//!   [`ceiling`] — the database's own rate; [`baseline`] — the same commands on a minimal
+//!   cqrs-es + postgres-es app, to quote Stay's rate as a multiple of it.
 
+pub mod baseline;
 pub mod ceiling;
 pub mod commands;
 pub mod engine;
@@ -71,6 +73,26 @@ enum Scenario {
     StreamLength(stream_length::StreamLengthArgs),
     /// What the database alone does: one durable single-row insert per transaction, N clients.
     Ceiling(ceiling::CeilingArgs),
+    /// The same single-event commands on a minimal cqrs-es 0.5 + postgres-es app (PostgreSQL).
+    ///
+    /// Why: to quote Stay's command rate (`stay load commands --store postgres://…`) as a multiple
+    /// of what the plain framework does on the same machine, run back to back: absolute rates move
+    /// from run to run on a shared machine, the multiple holds better.
+    ///
+    /// What runs: inside this process, on threads of its own, an axum app with one route, POST
+    /// /rooms, that executes one Register command for a new room id through a
+    /// `cqrs_es::CqrsFramework` over `postgres_es::PostgresEventRepository` with the library's
+    /// defaults (`postgres_cqrs`: no snapshots, no cache, no queries; a pool of --connections):
+    /// one aggregate load (an empty read), then one event inserted in one transaction, per command.
+    /// No authentication, idempotency or projections: only the command. Its database is made fresh
+    /// beside the one --store names and dropped afterwards unless --keep-data.
+    ///
+    /// The load is that of `stay load commands`: the same body, the same pacing (--clients, --rate,
+    /// --seconds, --warmup), over HTTP on 127.0.0.1. Measured: commands answered 201 per second,
+    /// latency p50/p99/p99.9/max from send to answer, answers by status, and the events stored.
+    /// With --ceiling, the database's own rate (one durable insert per transaction, same clients)
+    /// in the same run, and the throughput as a share of it.
+    Baseline(baseline::BaselineArgs),
 }
 
 /// Runs the chosen scenario.
@@ -82,6 +104,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         Scenario::Replay(args) => replay::run(args).await,
         Scenario::StreamLength(args) => stream_length::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
+        Scenario::Baseline(args) => baseline::run(args).await,
     }
 }
 

@@ -235,7 +235,7 @@ fn terminate(child: &mut Child) {
 
 /// Creates a fresh database beside the one `url` names; answers (the URL to administer it from,
 /// its name) and, second, the URL to use it.
-async fn create_database(url: &str) -> anyhow::Result<((String, String), String)> {
+pub(super) async fn create_database(url: &str) -> anyhow::Result<((String, String), String)> {
     use sqlx::Connection;
     let name = format!("stay_load_{}_{}", std::process::id(), chrono::Utc::now().timestamp());
     let mut admin = sqlx::PgConnection::connect(url).await.with_context(|| format!("cannot connect to {url}"))?;
@@ -248,7 +248,8 @@ async fn create_database(url: &str) -> anyhow::Result<((String, String), String)
     Ok(((url.to_owned(), name.clone()), format!("{server}/{name}{query}")))
 }
 
-async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+/// Drops the database `name` (its connections too) from `admin_url`.
+pub(super) async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut admin = sqlx::PgConnection::connect(admin_url).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
