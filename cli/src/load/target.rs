@@ -237,7 +237,7 @@ fn terminate(child: &mut Child) {
 /// its name) and, second, the URL to use it.
 pub(super) async fn create_database(url: &str) -> anyhow::Result<((String, String), String)> {
     use sqlx::Connection;
-    let name = format!("stay_load_{}_{}", std::process::id(), chrono::Utc::now().timestamp());
+    let name = format!("stay_load_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(url).await.with_context(|| format!("cannot connect to {url}"))?;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.context("creating a database")?;
     let (base, query) = match url.split_once('?') {
