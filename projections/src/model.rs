@@ -32,6 +32,17 @@ pub trait ReadModel: Send + Sync + std::fmt::Debug + 'static {
 
     /// Applies one event to version `v`, inside the batch's transaction.
     async fn apply(&self, tx: &mut SqlTransaction, v: i64, event: &RecordedEvent) -> Result<(), ApplyError>;
+
+    /// Applies a batch's events, in feed order, to version `v` inside the batch's transaction,
+    /// with the same effect as [`apply`](Self::apply) on each in turn. A model may fold the batch
+    /// per row and write each row once; if any event is poison it answers `Poison` (the runner
+    /// then rolls back and applies the events one by one). By default: `apply`, event by event.
+    async fn apply_batch(&self, tx: &mut SqlTransaction, v: i64, events: &[&RecordedEvent]) -> Result<(), ApplyError> {
+        for event in events {
+            self.apply(tx, v, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Decodes an event of aggregate `A`, or names why it cannot be.

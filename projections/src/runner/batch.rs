@@ -2,8 +2,9 @@
 //! transaction.
 //!
 //! A batch is read after the version's checkpoint (events are upcast on read) and first applied
-//! straight through. Only if an event turns out to be poison is the transaction rolled back and the
-//! batch applied again carefully, each event in a savepoint, so that one event can be parked
+//! straight through, all its events handed to the model at once so that it can fold them per row
+//! and write each row once. Only if an event turns out to be poison is the transaction rolled back
+//! and the batch applied again carefully, each event in a savepoint, so that one event can be parked
 //! without losing the others: poison is rare, savepoints cost. The checkpoint moves by
 //! compare-and-set from the position the batch was read after, so when two workers race (a lease
 //! that changed hands mid-batch) only one applies it. Effects are exactly-once although delivery
@@ -43,7 +44,8 @@ struct Batch<'a> {
 /// How a batch is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pass {
-    /// Every event straight into the transaction; a poison event rolls the whole batch back.
+    /// The wanted events of aggregates not held behind a parked event, handed to the model at
+    /// once ([`ReadModel::apply_batch`]); a poison event rolls the whole batch back.
     Straight,
     /// Each event in a savepoint, tried up to the configured attempts, parked if it still fails.
     Careful,
@@ -110,6 +112,9 @@ impl Projector {
         let mut tx = self.db.begin().await?;
         let mut blocked = blocked(&mut tx, model.name(), v).await?;
         let mut parked = Vec::new();
+        // The straight pass hands the model every event it may apply at once, so that it can fold
+        // them per row; only the careful pass goes event by event.
+        let mut straight = Vec::new();
         for event in batch.events.iter().filter(|e| model.wants(e)) {
             let aggregate = aggregate_of(event);
             if blocked.contains(&aggregate) {
@@ -119,20 +124,24 @@ impl Projector {
                 continue;
             }
             if pass == Pass::Straight {
-                match model.apply(&mut tx, v, event).await {
-                    Ok(()) => continue,
-                    Err(ApplyError::Poison(_)) => {
-                        tx.rollback().await?;
-                        return Ok(Applied::Poisoned);
-                    }
-                    Err(ApplyError::Store(err)) => return Err(err),
-                }
+                straight.push(event);
+                continue;
             }
             if let Err(error) = self.apply_in_savepoint(&mut tx, model, v, event).await? {
                 let reason = Reason::Poison(error);
                 park(&mut tx, model.name(), v, event, reason.as_str()).await?;
                 parked.push(Parked { event, reason });
                 blocked.insert(aggregate);
+            }
+        }
+        if !straight.is_empty() {
+            match model.apply_batch(&mut tx, v, &straight).await {
+                Ok(()) => {}
+                Err(ApplyError::Poison(_)) => {
+                    tx.rollback().await?;
+                    return Ok(Applied::Poisoned);
+                }
+                Err(ApplyError::Store(err)) => return Err(err),
             }
         }
         match tx.save_checkpoint(&batch.checkpoint, batch.after, batch.last).await {
@@ -210,6 +219,34 @@ mod tests {
         assert_eq!(f.rows(1).await, vec![(a, "a".to_owned()), (b, "b".to_owned())]);
         assert_eq!(f.db.checkpoint(&checkpoint_name("probe", 1)).await.expect("checkpoint"), b);
         assert_eq!(projector.step(&model, 1).await.expect("step"), Step { read: 0, at: b }, "caught up");
+    }
+
+    #[tokio::test]
+    async fn the_straight_pass_hands_the_model_its_events_not_held_behind_at_once() {
+        let f = Fixture::new().await;
+        let model = Probe::default();
+        initialize(&f.db, &model).await.expect("initialize");
+        f.note("x", true).await;
+        let projector = f.projector(RunnerConfig::default());
+        projector.step(&model, 1).await.expect("step");
+        assert_eq!(model.take_batches(), vec![vec!["x".to_owned()]], "tried at once, then parked one by one");
+        let held = f.note("x", false).await;
+        let y = f.note("y", false).await;
+        f.append("Other", "o", serde_json::json!({})).await;
+        let z = f.note("z", false).await;
+
+        let step = projector.step(&model, 1).await.expect("step");
+
+        assert_eq!(step, Step { read: 4, at: z });
+        assert_eq!(
+            model.take_batches(),
+            vec![vec!["y".to_owned(), "z".to_owned()]],
+            "one call, without x (held behind its parked event) and the event the model does not want"
+        );
+        assert_eq!(f.rows(1).await, vec![(y, "y".to_owned()), (z, "z".to_owned())]);
+        let parked = super::super::dead_letters::list(&f.db, "probe", 1).await.expect("list");
+        assert_eq!(parked.last().map(|p| p.position.clone()), Some(held.to_string()), "{parked:?}");
+        assert_eq!(parked.last().map(|p| p.error.as_str()), Some(super::super::dead_letters::HELD_BEHIND));
     }
 
     #[tokio::test]

@@ -22,11 +22,12 @@ pub(crate) const POISON: &str = "the probe cannot apply a poison event";
 
 /// A read model with one table, `probe_v{v}`: a row (position, aggregate id) per `Probe` event.
 /// An event whose payload says `"poison": true` is poison; an aggregate named by `fail_at` meets a
-/// database error.
+/// database error. It notes the aggregates of every batch handed to it at once.
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
     poison_attempts: AtomicUsize,
     fail_at: Mutex<Option<String>>,
+    batches: Mutex<Vec<Vec<String>>>,
 }
 
 impl Probe {
@@ -38,6 +39,11 @@ impl Probe {
     /// From now on, events of aggregate `id` meet a database error.
     pub(crate) fn fail_at(&self, id: &str) {
         *self.fail_at.lock().expect("the probe's lock") = Some(id.to_owned());
+    }
+
+    /// The aggregate ids of each batch handed to `apply_batch` so far, and forgets them.
+    pub(crate) fn take_batches(&self) -> Vec<Vec<String>> {
+        std::mem::take(&mut *self.batches.lock().expect("the probe's lock"))
     }
 }
 
@@ -78,6 +84,15 @@ impl ReadModel for Probe {
         .await?;
         Ok(())
     }
+
+    async fn apply_batch(&self, tx: &mut SqlTransaction, v: i64, events: &[&RecordedEvent]) -> Result<(), ApplyError> {
+        let ids = events.iter().map(|event| event.aggregate_id.clone()).collect();
+        self.batches.lock().expect("the probe's lock").push(ids);
+        for event in events {
+            self.apply(tx, v, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// An event store and its SQL database, migrated, in a directory removed when the fixture drops.
@@ -104,21 +119,23 @@ impl Fixture {
 
     /// Appends a `Probe` event to aggregate `id` (poison if `poison`); answers its position.
     pub(crate) async fn note(&self, id: &str, poison: bool) -> Position {
+        self.append("Probe", id, json!({"poison": poison})).await
+    }
+
+    /// Appends a `Noted` event with `payload` to aggregate `id` of `aggregate_type`; answers its
+    /// position.
+    pub(crate) async fn append(&self, aggregate_type: &str, id: &str, payload: serde_json::Value) -> Position {
         let expected_version = {
             let mut sequences = self.sequences.lock().expect("the sequences' lock");
-            let sequence = sequences.entry(id.to_owned()).or_insert(0);
+            let sequence = sequences.entry(format!("{aggregate_type}/{id}")).or_insert(0);
             *sequence += 1;
             *sequence - 1
         };
         let append = Append {
-            aggregate_type: "Probe".into(),
+            aggregate_type: aggregate_type.into(),
             aggregate_id: id.into(),
             expected_version,
-            events: vec![NewEvent {
-                event_type: "Noted".into(),
-                event_version: "1".into(),
-                payload: json!({"poison": poison}),
-            }],
+            events: vec![NewEvent { event_type: "Noted".into(), event_version: "1".into(), payload }],
             metadata: CommandContext::new("test").correlated_to(format!("correlation-{id}")).metadata(Utc::now()),
         };
         let positions = self.store.append(append).await.expect("append");
