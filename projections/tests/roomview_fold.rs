@@ -16,6 +16,8 @@ use stay_domain::{
     Rating, RefundId, RejectionReason, ReservationEvent, ReservationId, ReviewComment, ReviewEvent, ReviewId,
     RoomEvent, RoomId, RoomName, StayDates, UserId,
 };
+use stay_projections::models::notifications::Notifications;
+use stay_projections::models::reservations::Reservations;
 use stay_projections::models::roomview::RoomView;
 use stay_projections::queries::rooms;
 use stay_projections::{ApplyError, Projector, ReadModel, RunnerConfig, PROJECTION_MIGRATIONS};
@@ -442,26 +444,34 @@ fn recorded(events: Vec<Written>) -> Vec<RecordedEvent> {
 const ONE_BY_ONE: i64 = 1;
 const FOLDED: i64 = 2;
 
-/// Fresh, empty tables for both versions.
-async fn fresh_tables(db: &SqlDatabase) {
+/// Fresh, empty tables of `model` for both versions.
+async fn fresh_tables(db: &SqlDatabase, model: &dyn ReadModel) {
     let mut tx = db.begin().await.expect("begin");
     for v in [ONE_BY_ONE, FOLDED] {
-        for table in RoomView.tables(v) {
+        for table in model.tables(v) {
             tx.batch(&format!("DROP TABLE IF EXISTS {table}")).await.expect("drop");
         }
-        tx.batch(&RoomView.create(v)).await.expect("create");
+        tx.batch(&model.create(v)).await.expect("create");
     }
     tx.commit().await.expect("commit");
 }
 
-/// Every row of both of roomview's tables of version `v`, in key order, with every column.
+/// Every row of roomview's tables of version `v`, in key order, with every column.
 async fn contents(db: &SqlDatabase, v: i64) -> (Vec<Row>, Vec<Row>) {
-    let tables = RoomView.tables(v);
-    let (rooms, reservations) = (&tables[0], &tables[1]);
-    let rooms = db.rows(&format!("SELECT * FROM {rooms} ORDER BY room_id"), &[]).await.expect("rooms");
-    let reservations =
-        db.rows(&format!("SELECT * FROM {reservations} ORDER BY reservation_id"), &[]).await.expect("reservations");
+    let mut tables = model_contents(db, &RoomView, v).await.into_iter();
+    let rooms = tables.next().expect("the rooms table");
+    let reservations = tables.next().expect("the reservations table");
     (rooms, reservations)
+}
+
+/// Every row of every table of `model` at version `v`, in key order (the first column), with
+/// every column.
+async fn model_contents(db: &SqlDatabase, model: &dyn ReadModel, v: i64) -> Vec<Vec<Row>> {
+    let mut contents = Vec::new();
+    for table in model.tables(v) {
+        contents.push(db.rows(&format!("SELECT * FROM {table} ORDER BY 1"), &[]).await.expect("rows"));
+    }
+    contents
 }
 
 /// Applies `events` in batches of `sizes` (used in turn) one by one to version 1 and folded to
@@ -472,8 +482,19 @@ async fn one_by_one_equals_folded(
     events: &[RecordedEvent],
     sizes: &[usize],
 ) -> Result<(), TestCaseError> {
-    fresh_tables(db).await;
-    let mut rest: Vec<&RecordedEvent> = events.iter().collect();
+    batches_equal_one_by_one(db, &RoomView, events, sizes).await
+}
+
+/// [`one_by_one_equals_folded`] for any model: its `apply_batch` against its `apply`.
+async fn batches_equal_one_by_one(
+    db: &SqlDatabase,
+    model: &dyn ReadModel,
+    events: &[RecordedEvent],
+    sizes: &[usize],
+) -> Result<(), TestCaseError> {
+    fresh_tables(db, model).await;
+    let events: Vec<&RecordedEvent> = events.iter().filter(|e| model.wants(e)).collect();
+    let mut rest: Vec<&RecordedEvent> = events;
     let mut sizes = sizes.iter().cycle();
     while !rest.is_empty() {
         let size = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
@@ -482,7 +503,7 @@ async fn one_by_one_equals_folded(
             let mut tx = db.begin().await.expect("begin");
             let mut poison = None;
             for (i, event) in batch.iter().enumerate() {
-                match RoomView.apply(&mut tx, ONE_BY_ONE, event).await {
+                match model.apply(&mut tx, ONE_BY_ONE, event).await {
                     Ok(()) => {}
                     Err(ApplyError::Poison(_)) => {
                         poison = Some(i);
@@ -498,7 +519,7 @@ async fn one_by_one_equals_folded(
                 tx.rollback().await.expect("rollback");
             }
             let mut folded_tx = db.begin().await.expect("begin");
-            let folded = RoomView.apply_batch(&mut folded_tx, FOLDED, &batch).await;
+            let folded = model.apply_batch(&mut folded_tx, FOLDED, &batch).await;
             match (poison, folded) {
                 (None, Ok(())) => {
                     folded_tx.commit().await.expect("commit");
@@ -517,7 +538,13 @@ async fn one_by_one_equals_folded(
                 }
             }
         }
-        prop_assert_eq!(contents(db, ONE_BY_ONE).await, contents(db, FOLDED).await, "after a batch of {}", size);
+        prop_assert_eq!(
+            model_contents(db, model, ONE_BY_ONE).await,
+            model_contents(db, model, FOLDED).await,
+            "{} after a batch of {}",
+            model.name(),
+            size
+        );
     }
     Ok(())
 }
@@ -528,11 +555,16 @@ fn histories() -> impl Strategy<Value = (Vec<Act>, Vec<usize>)> {
 
 /// Runs the property on `db` under a runtime of its own (proptest's cases are not async).
 fn check_on(runtime: &tokio::runtime::Runtime, db: &SqlDatabase, cases: u32) {
+    check_model_on(runtime, db, &RoomView, cases);
+}
+
+/// The property for `model`: its batches leave the rows its events one by one leave.
+fn check_model_on(runtime: &tokio::runtime::Runtime, db: &SqlDatabase, model: &dyn ReadModel, cases: u32) {
     let config = Config { cases, failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config);
     let result = runner.run(&histories(), |(acts, sizes)| {
         let events = history(&acts);
-        runtime.block_on(one_by_one_equals_folded(db, &events, &sizes))
+        runtime.block_on(batches_equal_one_by_one(db, model, &events, &sizes))
     });
     if let Err(failure) = result {
         panic!("{failure}");
@@ -561,6 +593,26 @@ fn folded_batches_leave_the_rows_one_by_one_leaves_on_postgres() {
     let database = runtime.block_on(TestPostgres::create());
     let db = runtime.block_on(database.open());
     check_on(&runtime, &db, 40);
+}
+
+/// `reservations` and `notifications` write runs of room registrations as one statement each
+/// (`models/registrations.rs`) and the rest event by event: the same rows as one by one.
+#[test]
+fn reservations_and_notifications_batches_leave_the_rows_one_by_one_leaves_on_sqlite() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = runtime.block_on(sqlite_database(&dir));
+    check_model_on(&runtime, &db, &Reservations, 100);
+    check_model_on(&runtime, &db, &Notifications, 100);
+}
+
+#[test]
+fn reservations_and_notifications_batches_leave_the_rows_one_by_one_leaves_on_postgres() {
+    let runtime = runtime();
+    let postgres = runtime.block_on(TestPostgres::create());
+    let db = runtime.block_on(postgres.open());
+    check_model_on(&runtime, &db, &Reservations, 30);
+    check_model_on(&runtime, &db, &Notifications, 30);
 }
 
 /// A history wider than one statement: 150 rooms registered and four reservations requested for

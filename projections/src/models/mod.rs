@@ -1,6 +1,7 @@
 //! The read models of Stay.
 
 pub mod notifications;
+mod registrations;
 pub mod reservations;
 pub mod reviews;
 pub mod roomview;

@@ -9,6 +9,7 @@ use stay_domain::{Reservation, ReservationEvent, Review, ReviewEvent, Room, Room
 use stay_store::{RecordedEvent, SqlTransaction};
 use uuid::Uuid;
 
+use super::registrations::{apply_in_runs, Directory};
 use crate::model::{decode, ApplyError, ReadModel};
 
 /// The notifications read model.
@@ -134,6 +135,19 @@ impl ReadModel for Notifications {
                 | ("Reservation", "ReservationConfirmed" | "ReservationRejected" | "ReservationCancelled")
                 | ("Review", "ReviewPosted")
         )
+    }
+
+    /// Runs of room registrations are written together (`registrations.rs`); the rest event by event.
+    async fn apply_batch(&self, tx: &mut SqlTransaction, v: i64, events: &[&RecordedEvent]) -> Result<(), ApplyError> {
+        let table = rooms_table(v);
+        let directory = Directory { table: &table, columns: &["room_id", "host_id", "name"] };
+        apply_in_runs(self, tx, v, events, directory, |event| match event {
+            RoomEvent::RoomRegistered { room_id, host_id, name, .. } => {
+                Some(vec![room_id.to_string().into(), host_id.as_str().into(), name.as_str().into()])
+            }
+            _ => None,
+        })
+        .await
     }
 
     async fn apply(&self, tx: &mut SqlTransaction, v: i64, event: &RecordedEvent) -> Result<(), ApplyError> {

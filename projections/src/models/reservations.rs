@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use stay_domain::{Payment, PaymentEvent, Reservation, ReservationEvent, Room, RoomEvent};
 use stay_store::{Arg, RecordedEvent, SqlTransaction};
 
+use super::registrations::{apply_in_runs, Directory};
 use crate::model::{decode, ApplyError, ReadModel};
 
 /// The reservations read model.
@@ -77,6 +78,19 @@ impl ReadModel for Reservations {
             "Reservation" | "Payment" => true,
             _ => false,
         }
+    }
+
+    /// Runs of room registrations are written together (`registrations.rs`); the rest event by event.
+    async fn apply_batch(&self, tx: &mut SqlTransaction, v: i64, events: &[&RecordedEvent]) -> Result<(), ApplyError> {
+        let table = rooms_table(v);
+        let directory = Directory { table: &table, columns: &["room_id", "host_id"] };
+        apply_in_runs(self, tx, v, events, directory, |event| match event {
+            RoomEvent::RoomRegistered { room_id, host_id, .. } => {
+                Some(vec![room_id.to_string().into(), host_id.as_str().into()])
+            }
+            _ => None,
+        })
+        .await
     }
 
     async fn apply(&self, tx: &mut SqlTransaction, v: i64, event: &RecordedEvent) -> Result<(), ApplyError> {
