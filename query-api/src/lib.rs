@@ -5,31 +5,32 @@
 //! - [`admin`] — projection status and rebuilds, the global feed, an aggregate's history.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
+//! - [`progress`] — one task per read model watches its version and checkpoint for every query.
+//! - [`room_cache`] — roomview's answers kept while the model stands still.
 
 pub mod admin;
 pub mod live;
+pub mod progress;
 pub mod reservations;
+pub mod room_cache;
 pub mod rooms;
 pub mod wait;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::middleware;
 use stay_http::auth::require_token;
-use stay_http::JwtKeys;
-use stay_projections::runner::versions;
+use stay_http::{ApiError, JwtKeys};
 use stay_projections::ReadModel;
-use stay_store::{EventStore, SqlDatabase, StoreError};
+use stay_store::{EventStore, SqlDatabase};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// How long a model's live version number is reused before it is read again. A query without
-/// `min_position` may so read the previous version for this long after a rebuild switches (that
-/// version still exists; it has stopped moving); a query with `min_position` always reads it anew.
-const VERSION_TTL: Duration = Duration::from_millis(250);
+use crate::progress::{Progress, ProgressWatch, WatchTiming};
+use crate::room_cache::RoomCache;
+use crate::wait::{until_fresh, Freshness};
 
 /// What the query routes share.
 #[derive(Clone, Debug)]
@@ -39,33 +40,69 @@ pub struct QueryState {
     /// The database holding the read models.
     pub db: SqlDatabase,
     /// The read models (for status and rebuilds).
-    pub models: Vec<Arc<dyn ReadModel>>,
-    /// Checks tokens (for `/v1/live`, which browsers open without headers).
-    pub keys: JwtKeys,
-    /// Live version numbers recently read, by model.
-    pub versions: Arc<Mutex<HashMap<&'static str, (i64, Instant)>>>,
+    pub models: Arc<[Arc<dyn ReadModel>]>,
+    /// Checks tokens (for `/v1/live`, which browsers open without headers). Behind an `Arc`:
+    /// every request clones the state, and the keys are several allocations.
+    pub keys: Arc<JwtKeys>,
+    /// One progress watcher per read model, made by the first query of the model.
+    watchers: Arc<Watchers>,
+    /// roomview's answers at the current progress.
+    room_cache: Arc<RoomCache>,
+}
+
+/// The progress watchers of this process, by model.
+#[derive(Debug)]
+struct Watchers {
+    timing: WatchTiming,
+    by_model: Mutex<HashMap<&'static str, ProgressWatch>>,
 }
 
 impl QueryState {
     /// The state for these stores, models and keys.
     pub fn new(store: EventStore, db: SqlDatabase, models: Vec<Arc<dyn ReadModel>>, keys: JwtKeys) -> Self {
-        Self { store, db, models, keys, versions: Arc::default() }
+        Self::with_timing(store, db, models, keys, WatchTiming::default())
     }
 
-    /// The live version of `model`: the one `min_position` was checked against, or a recent reading.
-    pub async fn live_version(&self, model: &'static str, checked: Option<i64>) -> Result<i64, StoreError> {
-        if let Some(version) = checked {
-            return Ok(version);
+    /// The same, with the progress watchers paced by `timing` (tests shorten it).
+    pub fn with_timing(
+        store: EventStore,
+        db: SqlDatabase,
+        models: Vec<Arc<dyn ReadModel>>,
+        keys: JwtKeys,
+        timing: WatchTiming,
+    ) -> Self {
+        let watchers = Arc::new(Watchers { timing, by_model: Mutex::default() });
+        Self { store, db, models: models.into(), keys: Arc::new(keys), watchers, room_cache: Arc::default() }
+    }
+
+    /// The progress watcher of `model` (its task starts with the first query that asks it).
+    pub fn progress(&self, model: &'static str) -> ProgressWatch {
+        let mut by_model = self.watchers.by_model.lock().unwrap_or_else(PoisonError::into_inner);
+        by_model
+            .entry(model)
+            .or_insert_with(|| ProgressWatch::new(model, self.store.clone(), self.db.clone(), self.watchers.timing))
+            .clone()
+    }
+
+    /// roomview's kept answers.
+    pub fn room_cache(&self) -> &RoomCache {
+        &self.room_cache
+    }
+
+    /// The progress a query of `model` reads at (its version is the one to read): with
+    /// `min_position`, the progress that reached it (after waiting for it); otherwise the
+    /// watcher's current progress; when the watcher has none to give (it has just started, or the
+    /// database fails), the progress read now. Each was read from the database before the query
+    /// reads its rows, so each may stamp the answers kept in the room cache.
+    pub async fn read_at(&self, model: &'static str, freshness: &Freshness) -> Result<Progress, ApiError> {
+        let watch = self.progress(model);
+        if let Some(reached) = until_fresh(&watch, freshness).await? {
+            return Ok(reached);
         }
-        let cached = self.versions.lock().ok().and_then(|cache| cache.get(model).copied());
-        if let Some((version, _)) = cached.filter(|(_, at)| at.elapsed() < VERSION_TTL) {
-            return Ok(version);
+        match watch.current() {
+            Some(current) => Ok(current),
+            None => Ok(watch.read_now().await?),
         }
-        let version = versions(&self.db, model).await?.live;
-        if let Ok(mut cache) = self.versions.lock() {
-            cache.insert(model, (version, Instant::now()));
-        }
-        Ok(version)
     }
 
     /// The read model called `name`.
@@ -76,7 +113,7 @@ impl QueryState {
 
 /// The query routes with their OpenAPI description.
 pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
-    let keys = state.keys.clone();
+    let keys = JwtKeys::clone(&state.keys);
     let (public, mut openapi) = OpenApiRouter::new()
         .routes(routes!(rooms::list_rooms))
         .routes(routes!(rooms::get_room))

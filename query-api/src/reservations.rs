@@ -16,7 +16,7 @@ use stay_projections::queries::reservations::{self, ReservationRow};
 use stay_store::StoreError;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::wait::{until_fresh, Freshness};
+use crate::wait::Freshness;
 use crate::QueryState;
 
 /// The payment part of a reservation.
@@ -103,8 +103,7 @@ pub async fn get_reservation(
     IdPath(reservation_id): IdPath<ReservationId>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationView>, ApiError> {
-    let checked = until_fresh(&state.db, "reservations", &freshness).await?;
-    let version = state.live_version("reservations", checked).await?;
+    let version = state.read_at("reservations", &freshness).await?.version;
     let row = reservations::reservation(&state.db, version, &reservation_id.to_string()).await?.ok_or_else(|| {
         ApiError::not_found("reservation_not_found", format!("no reservation has the id {reservation_id}"))
     })?;
@@ -154,8 +153,7 @@ pub async fn my_reservations(
     QueryParams(limit): QueryParams<Limit>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
-    let checked = until_fresh(&state.db, "reservations", &freshness).await?;
-    let version = state.live_version("reservations", checked).await?;
+    let version = state.read_at("reservations", &freshness).await?.version;
     let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
     let rows = reservations::of_guest(&state.db, version, caller.principal.user.as_str(), limit).await?;
     let items = rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
@@ -196,8 +194,7 @@ pub async fn my_notifications(
     QueryParams(limit): QueryParams<Limit>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<NotificationList>, ApiError> {
-    let checked = until_fresh(&state.db, "notifications", &freshness).await?;
-    let version = state.live_version("notifications", checked).await?;
+    let version = state.read_at("notifications", &freshness).await?.version;
     let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
     let rows = notifications::of_recipient(&state.db, version, principal.user.as_str(), limit).await?;
     let items = rows
