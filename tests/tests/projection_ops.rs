@@ -249,6 +249,13 @@ async fn queries_keep_answering_while_a_rebuild_runs_beside_ongoing_writes() {
     )
     .await;
 
+    // The reader below holds roomview to never look empty once it has shown rooms: wait until it
+    // does (a plain read may trail the projector by a moment).
+    let shown = Instant::now() + Duration::from_secs(30);
+    while server.get("/v1/rooms?limit=1").await.body["items"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < shown, "roomview never showed the rooms written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let writing = Arc::new(AtomicBool::new(true));
     let writer = tokio::spawn({
         let (base, host, guests) = (base.clone(), host.clone(), guests(&server));
