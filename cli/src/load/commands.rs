@@ -26,7 +26,7 @@ pub struct CommandsArgs {
     pace: PaceArgs,
 
     /// Follow one answered command in this many with a read at its position, to time the
-    /// projection lag (0: never).
+    /// projection lag (0: never). At most 16 such reads wait at once; others are skipped.
     #[arg(long, default_value_t = 20)]
     lag_every: u64,
 

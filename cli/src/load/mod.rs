@@ -216,14 +216,31 @@ impl RssProbe {
 
 /// Projection lag: how long after a command's answer its write is visible in a read model, timed
 /// by a read at the command's position (`min_position`) sent right after the answer.
+///
+/// At most [`Lags::MAX_OUTSTANDING`] such reads wait at once; a sample that would exceed it is
+/// skipped. Each read holds one of the server's request slots while it waits, and when the read
+/// models fall seconds behind, unbounded probes would fill those slots and turn the scenario's
+/// own requests away (503): the probe would change what it measures.
 #[derive(Clone, Debug, Default)]
-pub struct Lags(Arc<Mutex<Vec<Duration>>>);
+pub struct Lags {
+    lags: Arc<Mutex<Vec<Duration>>>,
+    outstanding: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl Lags {
+    /// Probes waiting at once, at most.
+    pub const MAX_OUTSTANDING: usize = 16;
+
     /// Reads `url` (a query with `min_position` and a long `wait_ms`) in the background and
-    /// records the time from now until it answers 2xx.
+    /// records the time from now until it answers 2xx, unless enough probes are waiting already.
     pub fn follow(&self, client: reqwest::Client, url: String) {
-        let (answered, lags) = (std::time::Instant::now(), self.0.clone());
+        use std::sync::atomic::Ordering::SeqCst;
+        let outstanding = self.outstanding.clone();
+        if outstanding.fetch_add(1, SeqCst) >= Self::MAX_OUTSTANDING {
+            outstanding.fetch_sub(1, SeqCst);
+            return;
+        }
+        let (answered, lags) = (std::time::Instant::now(), self.lags.clone());
         tokio::spawn(async move {
             if let Ok(read) = client.get(url).send().await {
                 if read.status().is_success() {
@@ -231,12 +248,13 @@ impl Lags {
                     lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(lag);
                 }
             }
+            outstanding.fetch_sub(1, SeqCst);
         });
     }
 
     /// The lags recorded so far.
     pub fn take(&self) -> Vec<Duration> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        std::mem::take(&mut *self.lags.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 

@@ -44,6 +44,7 @@ pub struct ReservationsArgs {
     wait: u64,
 
     /// Follow one confirmation in this many with a read of its room at its position (0: never).
+    /// At most 16 such reads wait at once; others are skipped.
     #[arg(long, default_value_t = 20)]
     lag_every: u64,
 
