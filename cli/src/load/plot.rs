@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use plotters::prelude::*;
 
-use super::engine::Run;
+use super::engine::{Run, Sample};
 use super::report::Report;
 
 const SIZE: (u32, u32) = (900, 420);
@@ -46,20 +46,36 @@ fn latency_over_time(path: &Path, report: &Report, run: &Run) -> Plotted {
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..seconds, (0.05..worst * 1.2).log_scale())?;
     chart.configure_mesh().x_desc("seconds into the run").y_desc("latency (ms, log)").draw()?;
-    let point = |s: &super::engine::Sample| (s.due.as_secs_f64(), (s.latency.as_secs_f64() * 1000.0).max(0.05));
+    let point = |s: &Sample| (s.due.as_secs_f64(), (s.latency.as_secs_f64() * 1000.0).max(0.05));
+    let (ok, other): (Vec<&Sample>, Vec<&Sample>) = run.samples.iter().partition(|s| s.outcome.ok());
     chart
-        .draw_series(
-            run.samples.iter().filter(|s| s.outcome.ok()).map(|s| Circle::new(point(s), 1, BLUE.mix(0.35).filled())),
-        )?
+        .draw_series(thinned(&ok).into_iter().map(|s| Circle::new(point(s), 1, BLUE.mix(0.35).filled())))?
         .label("answered as expected")
         .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
     chart
-        .draw_series(run.samples.iter().filter(|s| !s.outcome.ok()).map(|s| Circle::new(point(s), 2, RED.filled())))?
+        .draw_series(thinned(&other).into_iter().map(|s| Circle::new(point(s), 2, RED.filled())))?
         .label("other answers")
         .legend(|(x, y)| Circle::new((x, y), 3, RED.filled()));
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
+}
+
+/// Points drawn per series at most, besides the slowest hundredth: a run of tens of thousands of
+/// requests would otherwise make a plot of megabytes for a page of documentation.
+const MAX_POINTS: usize = 4_000;
+
+/// Every n-th of `samples` (n chosen to keep about [`MAX_POINTS`]) and every one at or above their
+/// 99th percentile, so that thinning never hides a stall.
+fn thinned<'a>(samples: &[&'a Sample]) -> Vec<&'a Sample> {
+    if samples.len() <= MAX_POINTS {
+        return samples.to_vec();
+    }
+    let mut latencies: Vec<std::time::Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort_unstable();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    let stride = samples.len().div_ceil(MAX_POINTS);
+    samples.iter().enumerate().filter(|(i, s)| i % stride == 0 || s.latency >= p99).map(|(_, s)| *s).collect()
 }
 
 fn latency_histogram(path: &Path, report: &Report, run: &Run) -> Plotted {
@@ -102,7 +118,7 @@ fn latency_histogram(path: &Path, report: &Report, run: &Run) -> Plotted {
 mod tests {
     use std::time::Duration;
 
-    use super::super::engine::{Outcome, Sample};
+    use super::super::engine::Outcome;
     use super::*;
 
     #[test]
@@ -124,5 +140,23 @@ mod tests {
             let svg = std::fs::read_to_string(&path).expect("svg");
             assert!(svg.starts_with("<svg") && svg.contains("latency"), "{}", &svg[..200.min(svg.len())]);
         }
+    }
+
+    #[test]
+    fn a_long_run_is_thinned_but_keeps_its_slowest_requests() {
+        let samples: Vec<Sample> = (0..50_000u64)
+            .map(|i| Sample {
+                due: Duration::from_micros(i * 200),
+                latency: Duration::from_micros(if i % 1_000 == 7 { 900_000 } else { 1_000 + i % 300 }),
+                outcome: Outcome::Status(201),
+            })
+            .collect();
+        let all: Vec<&Sample> = samples.iter().collect();
+
+        let drawn = thinned(&all);
+
+        assert!(drawn.len() <= MAX_POINTS + all.len() / 100 + 1, "{} points drawn", drawn.len());
+        let stalls = drawn.iter().filter(|s| s.latency == Duration::from_micros(900_000)).count();
+        assert_eq!(stalls, 50, "every stall is drawn");
     }
 }
