@@ -102,9 +102,11 @@ impl Tail {
     }
 }
 
-/// The events of a committed append as a read of their rows returns them.
+/// The events of a committed append as a read of their rows returns them. The payload is the
+/// document itself (a JSON document parses back from its text unchanged), so the writer task does
+/// not serialise it a second time; the time is cut to the microsecond the column keeps.
 fn recorded(append: &Append, positions: &[Position]) -> Result<Vec<RecordedEvent>, StoreError> {
-    let metadata: serde_json::Value = serde_json::from_str(&serde_json::to_string(&append.metadata.to_map())?)?;
+    let metadata = serde_json::to_value(append.metadata.to_map())?;
     let recorded_at = parse_time(&append.metadata.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?;
     append
         .events
@@ -119,7 +121,7 @@ fn recorded(append: &Append, positions: &[Position]) -> Result<Vec<RecordedEvent
                 sequence: append.expected_version + i as u64 + 1,
                 event_type: event.event_type.clone(),
                 event_version: event.event_version.clone(),
-                payload: serde_json::from_str(&serde_json::to_string(&event.payload)?)?,
+                payload: event.payload.clone(),
                 metadata: metadata.clone(),
                 recorded_at,
             })
