@@ -7,9 +7,14 @@
 //! records the same outcome. A step that fails says why ([`StepError`]); what follows is decided
 //! by [`decide`] and recorded, so every retry, wait and park is on the saga's timeline.
 //!
+//! The events of several steps are recorded together, in one commit on the saga's stream, before
+//! the drive calls the payment provider and when it stops (see [`Driver::drive`]).
+//!
 //! Each step runs in a `saga_step` span carrying the saga id (the reservation id, which is also
-//! the correlation id of every command the saga sends), the action and step, the saga's version
-//! the step was decided on, and the feed position of the events it recorded.
+//! the correlation id of every command the saga sends), the action and step, and the saga's
+//! version the step was decided on (counting the events of earlier steps not yet recorded). Each
+//! record runs in a `saga_record` span with the version it was decided on, how many events it
+//! carries and the feed position of the last.
 
 mod config;
 mod decision;
@@ -23,8 +28,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use stay_domain::{Clock, ReservationStatus};
-use stay_store::{CommandContext, ExecuteError, Executor, Executors, Position, StoreError};
+use stay_store::{CommandContext, ExecuteError, Executor, Executors, StoreError};
 use tracing::Instrument;
 
 pub use config::SagaConfig;
@@ -72,6 +78,45 @@ pub struct Driver {
 /// The most actions in one drive before the instance is given back (and taken again when due).
 const MAX_ACTIONS_PER_DRIVE: usize = 64;
 
+/// Whether what the drive has done so far must be on record before `action`: before a call to the
+/// payment provider, and before the drive stops to wait.
+fn records_first(action: &Action) -> bool {
+    matches!(action, Action::Charge | Action::Void | Action::Refund | Action::WaitUntil(_) | Action::Idle)
+}
+
+/// A drive's view of its saga: the state last recorded, and the events its steps have added since.
+#[derive(Debug)]
+struct Unrecorded {
+    /// The saga's version in the store, which the next record is decided on.
+    recorded_version: u64,
+    /// The events not yet recorded.
+    events: Vec<SagaEvent>,
+    /// The recorded state with those events applied: what the next action is decided on.
+    state: SagaInstance,
+}
+
+impl Unrecorded {
+    fn at(recorded: SagaInstance) -> Self {
+        Self { recorded_version: recorded.version(), events: Vec::new(), state: recorded }
+    }
+
+    fn any(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn push(&mut self, events: Vec<SagaEvent>) {
+        for event in &events {
+            self.state.apply(event.clone());
+        }
+        self.events.extend(events);
+    }
+
+    fn recorded(&mut self) {
+        self.recorded_version = self.state.version();
+        self.events.clear();
+    }
+}
+
 impl Driver {
     /// A driver over the aggregates' executors, the saga's own, the provider and the schedule (whose
     /// database also holds the payment ledger the driver writes).
@@ -93,33 +138,39 @@ impl Driver {
     }
 
     /// Drives `saga_id` until it has to wait; `renew` keeps the lease (false: lost).
+    ///
+    /// What the steps of one drive come to is recorded together, in as few commits as the saga's
+    /// promises allow: before anything goes to the payment provider (so the charge's request and
+    /// its deadline are on record before money can move) and when the drive stops. A crash in
+    /// between loses only records of steps that every repeat tolerates, and the next driver does
+    /// them again from the last record.
     pub async fn drive<F, Fut>(&self, saga_id: &str, mut renew: F) -> Result<Settled, DriveError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool, StoreError>>,
     {
+        let mut unrecorded = Unrecorded::at(self.sagas.load(saga_id).await?.0);
         for round in 0..MAX_ACTIONS_PER_DRIVE {
-            // The first look reads the store. Later ones in the same drive take the states this
-            // process's own steps left in the executors' caches: a write decided on a state that
-            // fell behind is refused (the saga's version, the append's expected version), and a
-            // cancellation from another process wakes the saga for a drive of its own.
-            let (saga, reservation) = match round {
-                0 => (self.sagas.load(saga_id).await?.0, self.executors.reservations.load(saga_id).await?.0),
-                _ => (
-                    match self.sagas.cached(saga_id).await {
-                        Some((saga, _)) => saga,
-                        None => self.sagas.load(saga_id).await?.0,
-                    },
-                    match self.executors.reservations.cached(saga_id).await {
-                        Some((reservation, _)) => reservation,
-                        None => self.executors.reservations.load(saga_id).await?.0,
-                    },
-                ),
+            // The first look reads the store. Later ones in the same drive take the reservation this
+            // process's own steps left in the executor's cache: a write decided on a state that fell
+            // behind is refused (the append's expected version), and a cancellation from another
+            // process wakes the saga for a drive of its own.
+            let reservation = match round {
+                0 => self.executors.reservations.load(saga_id).await?.0,
+                _ => match self.executors.reservations.cached(saga_id).await {
+                    Some((reservation, _)) => reservation,
+                    None => self.executors.reservations.load(saga_id).await?.0,
+                },
             };
             let cancel_requested = reservation.status() == Some(ReservationStatus::Cancelling);
             let now = self.clock.now();
+            let saga = &unrecorded.state;
             let action = saga.next_action(now, cancel_requested);
             let step = saga.step(now, cancel_requested);
+            if unrecorded.any() && records_first(&action) && !self.record(saga_id, &mut unrecorded).await? {
+                // Another driver moved the saga; decide again on what it recorded.
+                continue;
+            }
             let due = match &action {
                 Action::Idle => None,
                 Action::WaitUntil(at) => Some(*at),
@@ -127,18 +178,20 @@ impl Driver {
                     if !renew().await? {
                         return Err(DriveError::LeaseLost);
                     }
-                    self.step(saga_id, &saga, action, step, now).await?;
+                    let events = self.step(saga_id, &unrecorded.state, action, step, now).await;
+                    unrecorded.push(events);
                     continue;
                 }
             };
-            return Ok(Settled { saga, due, step });
+            return Ok(Settled { saga: unrecorded.state, due, step });
         }
+        self.record(saga_id, &mut unrecorded).await?;
         let (saga, _) = self.sagas.load(saga_id).await?;
         let now = self.clock.now();
         Ok(Settled { step: saga.step(now, false), saga, due: Some(now) })
     }
 
-    /// Performs one action and records what came of it, in the step's span.
+    /// Performs one action in the step's span, and says what came of it.
     async fn step(
         &self,
         saga_id: &str,
@@ -146,7 +199,7 @@ impl Driver {
         action: Action,
         step: Step,
         now: DateTime<Utc>,
-    ) -> Result<(), DriveError> {
+    ) -> Vec<SagaEvent> {
         let span = tracing::info_span!(
             "saga_step",
             saga_id,
@@ -154,57 +207,66 @@ impl Driver {
             action = action.as_str(),
             step = step.as_str(),
             version = saga.version(),
-            position = tracing::field::Empty,
         );
         let work = async {
             let started = Instant::now();
             let events = self.perform(saga_id, saga, action, step, now).await;
             metrics::histogram!("stay_saga_step_duration_seconds", "step" => step.as_str())
                 .record(started.elapsed().as_secs_f64());
-            let Some(position) = self.record(saga_id, saga, &events).await? else { return Ok(()) };
-            span.record("position", tracing::field::display(position));
-            for event in &events {
-                match event {
-                    SagaEvent::SagaCompleted { outcome } => tracing::info!(?outcome, "saga completed"),
-                    SagaEvent::SagaParked { step, error } => {
-                        tracing::warn!(step = step.as_str(), %error, "saga parked; an operator must retry or skip the step");
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
+            events
         };
-        work.instrument(span.clone()).await
+        work.instrument(span).await
     }
 
-    /// Records `events` on the saga as decided at its version; the position of the last one, or
-    /// `None` when there was nothing to record or another driver moved the saga first (the
-    /// caller then looks again).
-    async fn record(
-        &self,
-        saga_id: &str,
-        saga: &SagaInstance,
-        events: &[SagaEvent],
-    ) -> Result<Option<Position>, DriveError> {
-        if events.is_empty() {
-            return Ok(None);
+    /// Records the steps' events on the saga as decided at the version it was loaded at, in the
+    /// `saga_record` span. True when they were recorded (or there were none); false when another
+    /// driver moved the saga first, and `unrecorded` then starts again from what the store holds.
+    async fn record(&self, saga_id: &str, unrecorded: &mut Unrecorded) -> Result<bool, DriveError> {
+        if !unrecorded.any() {
+            return Ok(true);
         }
-        let context = CommandContext::new("saga")
-            .with_command_id(format!("saga:{saga_id}:{}", saga.version()))
-            .correlated_to(saga_id);
-        let command = SagaCommand::Record { version: saga.version(), events: events.to_vec() };
-        match self.sagas.execute(saga_id, command, &context).await {
-            Ok(committed) => Ok(committed.last_position()),
-            Err(ExecuteError::Rejected(SagaError::Stale { .. }) | ExecuteError::Conflict { .. }) => {
-                tracing::debug!("the saga moved while the step ran; looking again");
-                Ok(None)
+        let version = unrecorded.recorded_version;
+        let span = tracing::info_span!(
+            "saga_record",
+            saga_id,
+            correlation_id = saga_id,
+            version,
+            events = unrecorded.events.len(),
+            position = tracing::field::Empty,
+        );
+        let work = async {
+            let context =
+                CommandContext::new("saga").with_command_id(format!("saga:{saga_id}:{version}")).correlated_to(saga_id);
+            let command = SagaCommand::Record { version, events: unrecorded.events.clone() };
+            match self.sagas.execute(saga_id, command, &context).await {
+                Ok(committed) => {
+                    if let Some(position) = committed.last_position() {
+                        span.record("position", tracing::field::display(position));
+                    }
+                    for event in &unrecorded.events {
+                        match event {
+                            SagaEvent::SagaCompleted { outcome } => tracing::info!(?outcome, "saga completed"),
+                            SagaEvent::SagaParked { step, error } => {
+                                tracing::warn!(step = step.as_str(), %error, "saga parked; an operator must retry or skip the step");
+                            }
+                            _ => {}
+                        }
+                    }
+                    unrecorded.recorded();
+                    return Ok(true);
+                }
+                Err(ExecuteError::Rejected(SagaError::Stale { .. }) | ExecuteError::Conflict { .. }) => {
+                    tracing::debug!("the saga moved while the steps ran; looking again");
+                }
+                Err(ExecuteError::Rejected(other)) => {
+                    tracing::error!(error = %other, "the saga refused its own record");
+                }
+                Err(ExecuteError::Store(err)) => return Err(err.into()),
             }
-            Err(ExecuteError::Rejected(other)) => {
-                tracing::error!(error = %other, "the saga refused its own record");
-                Ok(None)
-            }
-            Err(ExecuteError::Store(err)) => Err(err.into()),
-        }
+            *unrecorded = Unrecorded::at(self.sagas.load(saga_id).await?.0);
+            Ok(false)
+        };
+        work.instrument(span.clone()).await
     }
 
     /// Performs `action` and says what came of it, as events to record.
