@@ -94,14 +94,28 @@ impl Schedule {
     }
 
     /// In the feed consumer's transaction: a reservation was requested — a new instance, due now.
-    pub async fn start(tx: &mut SqlTransaction, saga_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        tx.run(
-            "INSERT INTO saga_instances (saga_id, status, step, due_at_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, 'running', 'start', $2, $2, $2) ON CONFLICT (saga_id) DO NOTHING",
-            &[saga_id.into(), now_ms.into()],
-        )
-        .await?;
-        Ok(())
+    /// With `lease`, the instance is claimed at once for its owner until the given time, so the
+    /// process that read the request can drive it without a claim of its own. True when the
+    /// instance is new (a redelivered request finds it there and changes nothing).
+    pub async fn start(
+        tx: &mut SqlTransaction,
+        saga_id: &str,
+        now_ms: i64,
+        lease: Option<(&str, i64)>,
+    ) -> Result<bool, StoreError> {
+        let (owner, until) = match lease {
+            Some((owner, until)) => (Some(owner), until),
+            None => (None, 0),
+        };
+        let rows = tx
+            .rows(
+                "INSERT INTO saga_instances \
+                 (saga_id, status, step, due_at_ms, created_at_ms, updated_at_ms, lease_owner, lease_until_ms) \
+                 VALUES ($1, 'running', 'start', $2, $2, $2, $3, $4) ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id",
+                &[saga_id.into(), now_ms.into(), owner.into(), until.into()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// In the feed consumer's transaction: something happened to a saga — look at it now.

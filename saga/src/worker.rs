@@ -6,6 +6,10 @@
 //! as the worker's checkpoint, so a redelivered event is harmless and none is lost. Everything
 //! else the saga learns from the aggregates and its own stream when it drives the instance.
 //!
+//! A new instance is claimed in that same transaction when this process has a free drive slot, and
+//! handed straight to the drive loop: a new reservation's saga starts without a claim of its own
+//! and without waiting for the loop to look.
+//!
 //! Leases are short (5 s by default) and kept alive by one heartbeat per process, which renews
 //! every instance the process is driving in one statement. A step therefore costs no lease write,
 //! and when a process dies its instances are free again within one lease. A driver checks locally
@@ -18,12 +22,18 @@ use std::time::Duration;
 
 use stay_domain::Clock;
 use stay_store::{Backoff, EventStore, Position, SqlDatabase, StoreError};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::driver::{DriveError, Driver};
 use crate::schedule::{Claimed, Release, Schedule};
+
+#[cfg(test)]
+mod tests;
+
+/// An instance the feed consumer claimed as it started it, with the drive slot it took for it.
+type Handoff = (Claimed, OwnedSemaphorePermit);
 
 /// The checkpoint name of the saga's feed consumer.
 pub const CHECKPOINT: &str = "saga";
@@ -42,11 +52,15 @@ pub struct SagaWorker {
     wake: Arc<Notify>,
     /// This process's name on its leases.
     owner: String,
-    concurrency: usize,
     lease: Duration,
     /// The instances this process is driving now (it never drives one twice at once), each with
     /// when its lease ends as last written (ms since the epoch).
     driving: Mutex<HashMap<String, i64>>,
+    /// Drive slots: at most `concurrency` instances driven at once.
+    slots: Arc<Semaphore>,
+    /// New instances the feed consumer claimed, on their way to the drive loop.
+    handoff: mpsc::UnboundedSender<Handoff>,
+    handed: Mutex<Option<mpsc::UnboundedReceiver<Handoff>>>,
 }
 
 impl SagaWorker {
@@ -59,6 +73,8 @@ impl SagaWorker {
         concurrency: usize,
         lease: Duration,
     ) -> Self {
+        let concurrency = concurrency.max(1);
+        let (handoff, handed) = mpsc::unbounded_channel();
         Self {
             store,
             db: schedule.database().clone(),
@@ -67,9 +83,11 @@ impl SagaWorker {
             clock,
             wake: Arc::new(Notify::new()),
             owner: format!("saga-{}", Uuid::new_v4()),
-            concurrency: concurrency.max(1),
             lease,
             driving: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            handoff,
+            handed: Mutex::new(Some(handed)),
         }
     }
 
@@ -83,10 +101,31 @@ impl SagaWorker {
         let feed = tokio::spawn(self.clone().consume_feed(stop.clone()));
         let gauges = tokio::spawn(self.clone().count_sagas(stop.clone()));
         let heartbeat = tokio::spawn(self.clone().heartbeat());
-        self.clone().drive_due(stop).await;
+        let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut handed = match handed {
+            Some(handed) => handed,
+            // Run twice: the first run's loop has the hand-offs; this one claims for itself.
+            None => mpsc::unbounded_channel().1,
+        };
+        self.clone().drive_due(stop, &mut handed).await;
         let _ = feed.await;
         let _ = gauges.await;
+        // Instances claimed by the consumer but not driven before the stop go back, due now.
+        handed.close();
+        while let Ok((claim, _permit)) = handed.try_recv() {
+            self.give_back(&claim).await;
+        }
         heartbeat.abort();
+    }
+
+    /// Gives an instance back undriven, due now.
+    async fn give_back(&self, claim: &Claimed) {
+        let now = self.clock.now().timestamp_millis();
+        let release = Release { status: None, step: None, due_at_ms: Some(now), last_error: None };
+        if let Err(err) = self.schedule.release(&self.owner, claim, &release, now).await {
+            tracing::warn!(saga_id = %claim.saga_id, error = %err, "could not give a saga back; its lease will expire");
+        }
+        self.driving().remove(&claim.saga_id);
     }
 
     fn lease_ms(&self) -> i64 {
@@ -141,7 +180,7 @@ impl SagaWorker {
     async fn consume_feed(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut waits = FEED_RETRY.waits();
         while !*stop.borrow() {
-            match self.consume_batch().await {
+            match self.consume_batch(&stop).await {
                 Ok(true) => waits.reset(),
                 Ok(false) => {
                     let after = match self.db.checkpoint(CHECKPOINT).await {
@@ -167,18 +206,32 @@ impl SagaWorker {
     }
 
     /// Reads one batch after the checkpoint and records its triggers; false when there was none.
-    async fn consume_batch(&self) -> Result<bool, StoreError> {
+    /// New instances are claimed for this process while it has free drive slots (not once it is
+    /// stopping) and handed to the drive loop once the batch is committed.
+    async fn consume_batch(&self, stop: &watch::Receiver<bool>) -> Result<bool, StoreError> {
         let after = self.db.checkpoint(CHECKPOINT).await?;
         let batch = self.store.read_feed(after, 500).await?;
         let Some(last) = batch.last().map(|e| e.position) else { return Ok(false) };
         let now = self.clock.now().timestamp_millis();
+        let claim_until = now.saturating_add(self.lease_ms());
         let mut tx = self.db.begin().await?;
         let mut triggered = false;
+        let mut handoffs = Vec::new();
         for event in batch.iter().filter(|e| e.aggregate_type == "Reservation") {
             match event.event_type.as_str() {
                 "ReservationRequested" => {
-                    Schedule::start(&mut tx, &event.aggregate_id, now).await?;
-                    triggered = true;
+                    let slot = match *stop.borrow() {
+                        true => None,
+                        false => self.slots.clone().try_acquire_owned().ok(),
+                    };
+                    let lease = slot.as_ref().map(|_| (self.owner.as_str(), claim_until));
+                    let new = Schedule::start(&mut tx, &event.aggregate_id, now, lease).await?;
+                    match slot {
+                        Some(slot) if new => {
+                            handoffs.push((Claimed { saga_id: event.aggregate_id.clone(), wakes: 0 }, slot));
+                        }
+                        _ => triggered = true,
+                    }
                 }
                 "CancellationRequested" => {
                     Schedule::wake_in(&mut tx, &event.aggregate_id, now).await?;
@@ -196,14 +249,25 @@ impl SagaWorker {
             }
             Err(err) => return Err(err),
         }
+        for (claim, slot) in handoffs {
+            self.driving().insert(claim.saga_id.clone(), claim_until);
+            if let Err(mpsc::error::SendError((claim, _slot))) = self.handoff.send((claim, slot)) {
+                // The drive loop has ended (a stop): give the instance back.
+                self.give_back(&claim).await;
+            }
+        }
         if triggered {
             self.wake.notify_one();
         }
         Ok(true)
     }
 
-    async fn drive_due(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.concurrency));
+    async fn drive_due(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        handed: &mut mpsc::UnboundedReceiver<Handoff>,
+    ) {
+        let slots = self.slots.clone();
         let mut drives = JoinSet::new();
         while !*stop.borrow() {
             while drives.try_join_next().is_some() {}
@@ -225,13 +289,11 @@ impl SagaWorker {
                 if self.driving().insert(claim.saga_id.clone(), claim_until).is_some() {
                     continue;
                 }
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let worker = self.clone();
-                drives.spawn(async move {
-                    worker.drive_one(&claim).await;
-                    worker.driving().remove(&claim.saga_id);
-                    drop(permit);
-                });
+                match slots.clone().try_acquire_owned() {
+                    Ok(slot) => self.spawn_drive(&mut drives, claim, slot),
+                    // The feed consumer took the slot for a new instance since the claim.
+                    Err(_) => self.give_back(&claim).await,
+                }
             }
             if claimed_any && slots.available_permits() > 0 {
                 continue;
@@ -241,11 +303,22 @@ impl SagaWorker {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(pause) => {}
                 Some(_) = drives.join_next(), if !drives.is_empty() => {}
+                Some((claim, slot)) = handed.recv() => self.spawn_drive(&mut drives, claim, slot),
                 _ = stop.changed() => {}
             }
         }
         // Stopping: finish the drives in progress (each ends at its next wait or step boundary).
         while drives.join_next().await.is_some() {}
+    }
+
+    /// Drives `claim` in a task of `drives`, holding `slot` until it is done.
+    fn spawn_drive(self: &Arc<Self>, drives: &mut JoinSet<()>, claim: Claimed, slot: OwnedSemaphorePermit) {
+        let worker = self.clone();
+        drives.spawn(async move {
+            worker.drive_one(&claim).await;
+            worker.driving().remove(&claim.saga_id);
+            drop(slot);
+        });
     }
 
     /// How long to sleep when nothing is due now: until the soonest due time, at most 250 ms.
