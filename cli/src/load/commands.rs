@@ -14,7 +14,7 @@ use super::ceiling::{self, CeilingSettings};
 use super::engine::Outcome;
 use super::report::{Latency, Report};
 use super::target::{Target, TargetArgs};
-use super::{finish, measure, Lags, OutputArgs, PaceArgs};
+use super::{finish, measure, Lags, Measured, OutputArgs, PaceArgs};
 
 /// Arguments of `stay load commands`.
 #[derive(Debug, Args)]
@@ -75,9 +75,10 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         }
     };
     let idle = Duration::from_secs(args.output.idle_seconds);
-    let (run, memory) = measure(&target, &args.pace, idle, request).await;
+    let Measured { run, memory, cpu_seconds } = measure(&target, &args.pace, idle, request).await;
     let mut report = Report::of("POST /v1/rooms (one event per command)", args.pace.describe(), &run);
     report.memory = memory;
+    report = report.with_server_cpu(cpu_seconds);
     if args.lag_every > 0 {
         report.projection_lag = Some(Latency::of(lags.take()));
     }

@@ -52,7 +52,8 @@ enum Scenario {
     /// (shared with concurrent commands by group commit on SQLite and PostgreSQL). Measured: commands answered per second,
     /// latency p50/p99/p99.9/max from send to answer, answers by status, projection lag (from a
     /// command's answer until a read at its position sees it, for a sample of commands), and the
-    /// server's memory before, at its peak and once idle. With --ceiling, the database's own rate
+    /// server's memory before, at its peak and once idle, and the server's CPU time per command
+    /// (when its process id is known: a server it starts, or --pid). With --ceiling, the database's own rate
     /// (one durable insert per transaction, same clients) is measured in the same run, and the
     /// throughput is also given as a share of it.
     Commands(commands::CommandsArgs),
@@ -63,7 +64,8 @@ enum Scenario {
     /// charged the card and confirmed the reservation. Measured: reservations confirmed per second,
     /// latency from request to the confirmed answer (the whole saga), answers by status (202 means
     /// the wait ran out), projection lag (a sample of confirmations read back at their position in
-    /// roomview), and the server's memory. --ceiling adds the database's own rate from the same run.
+    /// roomview), the server's memory, and the server's CPU time per confirmed reservation (when
+    /// its process id is known). --ceiling adds the database's own rate from the same run.
     Reservations(reservations::ReservationsArgs),
     /// Query latency (GET /v1/rooms, GET /v1/rooms/{id}) under concurrent load.
     Queries(queries::QueriesArgs),
@@ -162,9 +164,19 @@ pub struct OutputArgs {
     pub idle_seconds: u64,
 }
 
+/// What [`measure`] saw.
+pub struct Measured {
+    /// The requests.
+    pub run: Run,
+    /// The server's memory before, at its peak and once idle.
+    pub memory: Memory,
+    /// The server's CPU seconds over the measured part, when its process id is known.
+    pub cpu_seconds: Option<f64>,
+}
+
 /// Runs `request` against `target` at `pace`, watching the server's memory before, during and
-/// after (once idle for `idle`).
-pub async fn measure<F, Fut>(target: &Target, pace: &PaceArgs, idle: Duration, request: F) -> (Run, Memory)
+/// after (once idle for `idle`), and its CPU time over the measured seconds.
+pub async fn measure<F, Fut>(target: &Target, pace: &PaceArgs, idle: Duration, request: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -188,13 +200,27 @@ where
             }
         })
     };
-    let run = drive(pace.pace(), Duration::from_secs(pace.warmup), Duration::from_secs(pace.seconds), request).await;
+    let (warmup, seconds) = (Duration::from_secs(pace.warmup), Duration::from_secs(pace.seconds));
+    // The CPU clock is read when the warm-up ends and when the measured seconds do, as `drive` counts.
+    let cpu = target.pid().map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            let start = target::cpu_seconds(pid)?;
+            tokio::time::sleep(seconds).await;
+            Some(target::cpu_seconds(pid)? - start)
+        })
+    });
+    let run = drive(pace.pace(), warmup, seconds, request).await;
+    let cpu_seconds = match cpu {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     let _ = stop_tx.send(true);
     let _ = watcher.await;
     tokio::time::sleep(idle).await;
     let idle_after = target.rss_mb().await;
     let peak = *peak.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    (run, Memory { before_mb: before, peak_mb: peak, idle_after_mb: idle_after })
+    Measured { run, memory: Memory { before_mb: before, peak_mb: peak, idle_after_mb: idle_after }, cpu_seconds }
 }
 
 /// Reads a server's memory from a task of its own.

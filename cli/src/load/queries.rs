@@ -15,7 +15,7 @@ use stay_http::Role;
 use super::engine::{Outcome, Run, Sample};
 use super::report::Report;
 use super::target::{Target, TargetArgs};
-use super::{finish, measure, OutputArgs, PaceArgs};
+use super::{finish, measure, Measured, OutputArgs, PaceArgs};
 
 /// Arguments of `stay load queries`.
 #[derive(Debug, Args)]
@@ -69,10 +69,11 @@ pub async fn run(args: QueriesArgs) -> anyhow::Result<()> {
         }
     };
     let idle = Duration::from_secs(args.output.idle_seconds);
-    let (run, memory) = measure(&target, &args.pace, idle, request).await;
+    let Measured { run, memory, cpu_seconds } = measure(&target, &args.pace, idle, request).await;
     target.close().await?;
     let mut report = Report::of("GET /v1/rooms?limit=20 and GET /v1/rooms/{room_id}", args.pace.describe(), &run);
     report.memory = memory;
+    report = report.with_server_cpu(cpu_seconds);
     // Each route's own figures (service time, without open-loop queueing).
     let per_route = std::mem::take(&mut *routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     for (listing, name) in [(true, "GET /v1/rooms?limit=20"), (false, "GET /v1/rooms/{room_id}")] {

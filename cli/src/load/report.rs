@@ -89,10 +89,25 @@ pub struct Report {
     pub projection_lag: Option<Latency>,
     /// The server's memory, when known.
     pub memory: Memory,
+    /// The CPU time the server used during the measured seconds, when its process id is known.
+    pub server_cpu: Option<ServerCpu>,
     /// What the database alone did in the same run, when measured (`stay load ceiling`).
     pub ceiling: Option<Ceiling>,
     /// Anything else the scenario reports (`confirmed`, …).
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// The CPU time the server process used while the load was measured (its own threads only: not
+/// a PostgreSQL server's, nor the load generator's).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerCpu {
+    /// CPU seconds in all.
+    pub seconds: f64,
+    /// Per request answered as expected, in ms: what one request costs the server, which holds
+    /// better than a rate when the machine is shared.
+    pub ms_per_request: f64,
+    /// Cores busy on average.
+    pub cores: f64,
 }
 
 /// The database's own rate in the same run, and the scenario's share of it.
@@ -131,6 +146,20 @@ impl Report {
     pub fn with_ceiling(mut self, per_second: f64, latency: Latency) -> Self {
         let share = if per_second > 0.0 { round(self.per_second / per_second) } else { 0.0 };
         self.ceiling = Some(Ceiling { per_second, latency, share });
+        self
+    }
+
+    /// Notes the server's CPU time over the measured seconds (`None`: not known).
+    pub fn with_server_cpu(mut self, seconds: Option<f64>) -> Self {
+        self.server_cpu = seconds.map(|seconds| ServerCpu {
+            seconds: round(seconds),
+            ms_per_request: if self.latency.count > 0 {
+                round(seconds * 1000.0 / self.latency.count as f64)
+            } else {
+                0.0
+            },
+            cores: if self.seconds > 0.0 { round(seconds / self.seconds) } else { 0.0 },
+        });
         self
     }
 
@@ -173,6 +202,12 @@ impl Report {
                 mb(self.memory.before_mb),
                 mb(self.memory.peak_mb),
                 mb(self.memory.idle_after_mb)
+            );
+        }
+        if let Some(cpu) = &self.server_cpu {
+            println!(
+                "server CPU: {:.2} ms per request answered as expected ({:.2} cores busy on average)",
+                cpu.ms_per_request, cpu.cores
             );
         }
         for (name, value) in &self.extra {
@@ -220,6 +255,23 @@ mod tests {
         assert_eq!(report.outcomes["503"], 1);
         assert_eq!(report.outcomes["no answer"], 1);
         assert_eq!(report.outcomes["200 unexpected"], 1);
+    }
+
+    #[test]
+    fn server_cpu_is_shared_among_the_requests_that_did_what_they_should() {
+        let sample = |outcome| Sample { due: Duration::ZERO, latency: ms(10), outcome };
+        let mut samples = vec![sample(Outcome::Status(503)); 4];
+        samples.extend(vec![sample(Outcome::Status(201)); 200]);
+        let run = Run { samples, elapsed: Duration::from_secs(4) };
+
+        let report = Report::of("x", "1 client".into(), &run).with_server_cpu(Some(3.0));
+
+        let cpu = report.server_cpu.expect("known");
+        assert_eq!((cpu.seconds, cpu.ms_per_request, cpu.cores), (3.0, 15.0, 0.75));
+        assert_eq!(Report::of("x", "1 client".into(), &run).with_server_cpu(None).server_cpu, None);
+        let idle = Run { samples: Vec::new(), elapsed: Duration::from_secs(1) };
+        let report = Report::of("x", "1 client".into(), &idle).with_server_cpu(Some(0.5));
+        assert_eq!(report.server_cpu.map(|cpu| cpu.ms_per_request), Some(0.0));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::ceiling::{self, CeilingSettings};
 use super::engine::Outcome;
 use super::report::{Latency, Report};
 use super::target::{Target, TargetArgs};
-use super::{finish, measure, Lags, OutputArgs, PaceArgs};
+use super::{finish, measure, Lags, Measured, OutputArgs, PaceArgs};
 
 /// Nights per room that requests may use: the booking horizon is two years, starting 30 days out.
 const NIGHTS_PER_ROOM: u64 = 690;
@@ -114,9 +114,10 @@ pub async fn run(args: ReservationsArgs) -> anyhow::Result<()> {
         }
     };
     let idle = Duration::from_secs(args.output.idle_seconds);
-    let (run, memory) = measure(&target, &args.pace, idle, request).await;
+    let Measured { run, memory, cpu_seconds } = measure(&target, &args.pace, idle, request).await;
     let mut report = Report::of("full reservations (POST /v1/reservations, Prefer: wait)", args.pace.describe(), &run);
     report.memory = memory;
+    report = report.with_server_cpu(cpu_seconds);
     report.extra.insert("rooms".into(), args.rooms.into());
     if args.lag_every > 0 {
         report.projection_lag = Some(Latency::of(lags.take()));

@@ -256,6 +256,24 @@ pub(super) async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result
     Ok(())
 }
 
+/// The CPU time (user and system) process `pid` has used so far, in seconds, from /proc.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_seconds(&stat)
+}
+
+/// utime and stime of a /proc/PID/stat line. They count USER_HZ ticks, which Linux fixes at 100
+/// for /proc whatever the kernel's own tick. The name in parentheses may hold spaces and
+/// parentheses, so the fields are counted from the last `)`: state is the first after it, utime
+/// the 12th, stime the 13th.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// A server's resident memory in MB: from /proc when its process id is known, else from the
 /// `stay_process_resident_memory_bytes` gauge of its /metrics.
 pub async fn rss_mb(pid: Option<u32>, client: &reqwest::Client, metrics_url: &str) -> Option<f64> {
@@ -271,4 +289,26 @@ pub async fn rss_mb(pid: Option<u32>, client: &reqwest::Client, metrics_url: &st
         .find_map(|l| l.strip_prefix("stay_process_resident_memory_bytes "))
         .and_then(|v| v.trim().parse().ok())?;
     Some((bytes / 1_048_576.0 * 10.0).round() / 10.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_a_process_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+        let stat = "4242 (stay (serve) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 0 0 20 0 9 0 100";
+        assert_eq!(parse_cpu_seconds(stat), Some(18.0));
+        assert_eq!(parse_cpu_seconds("4242 (truncated"), None);
+        assert_eq!(parse_cpu_seconds("4242 (stay) S 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu_time() {
+        let spent: u64 = (0..2_000_000u64).map(|n| n.wrapping_mul(n) % 7).sum();
+        assert!(spent > 0);
+        let seconds = cpu_seconds(std::process::id()).expect("/proc/self/stat is readable");
+        assert!(seconds > 0.0, "{seconds}");
+    }
 }
