@@ -8,14 +8,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::iso_4217;
 use crate::validation::ValidationError;
 
 /// A currency as its ISO 4217 code: three upper-case ASCII letters.
 ///
-/// Only the shape is checked, not membership in the ISO list: the payment provider is the
-/// authority on which currencies it accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// [`Currency::new`] (and `TryFrom`) take only codes ISO 4217 lists as current, so a price in
+/// `"ZZZ"` is refused where it comes in. Deserialisation checks only the shape, through
+/// [`Currency::recorded`]: recorded events must replay after ISO withdraws a code they used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(into = "String")]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -26,8 +28,18 @@ impl Currency {
     /// Pound sterling.
     pub const GBP: Self = Self(*b"GBP");
 
-    /// Parses a three-letter upper-case code such as `"USD"`.
+    /// Parses a current ISO 4217 code such as `"USD"`; withdrawn or made-up codes are refused.
     pub fn new(code: &str) -> Result<Self, ValidationError> {
+        let currency = Self::recorded(code)?;
+        if iso_4217::is_current(&currency.0) {
+            Ok(currency)
+        } else {
+            Err(ValidationError::UnknownCurrency(code.to_owned()))
+        }
+    }
+
+    /// Parses a code as history recorded it: three upper-case letters, current in ISO 4217 or not.
+    pub fn recorded(code: &str) -> Result<Self, ValidationError> {
         match code.as_bytes() {
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
             _ => Err(ValidationError::InvalidCurrency(code.to_owned())),
@@ -38,6 +50,13 @@ impl Currency {
     pub fn as_str(&self) -> &str {
         // Always ASCII by construction; "XXX" is ISO 4217's own "no currency" code.
         std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        Self::recorded(&code).map_err(serde::de::Error::custom)
     }
 }
 
@@ -265,8 +284,39 @@ mod tests {
         assert_eq!(Currency::new("EUR"), Ok(Currency::EUR));
         for bad in ["", "US", "USDX", "usd", "U$D", "ÜSD", "12A"] {
             assert_eq!(Currency::new(bad), Err(ValidationError::InvalidCurrency(bad.to_owned())), "{bad:?}");
+            assert_eq!(Currency::recorded(bad), Err(ValidationError::InvalidCurrency(bad.to_owned())), "{bad:?}");
             assert!(serde_json::from_value::<Currency>(json!(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_new_currency_must_be_current_in_iso_4217() {
+        for code in ["USD", "JPY", "CHF", "XOF"] {
+            assert_eq!(Currency::new(code).map(|c| c.to_string()), Ok(code.to_owned()));
+        }
+        for made_up_or_withdrawn in ["ZZZ", "AAA", "HRK", "DEM"] {
+            assert_eq!(
+                Currency::new(made_up_or_withdrawn),
+                Err(ValidationError::UnknownCurrency(made_up_or_withdrawn.to_owned()))
+            );
+            assert!(Currency::try_from(made_up_or_withdrawn).is_err());
+        }
+        assert!(serde_json::from_value::<Money>(json!({"amount_minor": 1, "currency": "ZZZ"})).is_ok());
+    }
+
+    #[test]
+    fn every_listed_code_makes_a_currency() {
+        for code in crate::iso_4217::current_codes() {
+            assert_eq!(Currency::new(code).map(|c| c.to_string()).as_deref(), Ok(*code));
+        }
+    }
+
+    #[test]
+    fn recorded_history_keeps_a_withdrawn_currency_readable() {
+        // Kuna, withdrawn when Croatia took the euro: events priced in it must still replay.
+        let kuna: Money = serde_json::from_value(json!({"amount_minor": 7_500, "currency": "HRK"})).expect("replays");
+        assert_eq!(kuna.currency(), Currency::recorded("HRK").expect("the right shape"));
+        assert_eq!(serde_json::to_value(kuna).expect("serializes")["currency"], json!("HRK"));
     }
 
     #[test]
@@ -330,7 +380,7 @@ mod tests {
 
         #[test]
         fn money_round_trips_through_json(amount in 0..=i64::MAX, code in "[A-Z]{3}") {
-            let money = Money::new(amount, Currency::new(&code).expect("valid code")).expect("valid");
+            let money = Money::new(amount, Currency::recorded(&code).expect("valid code")).expect("valid");
             let json = serde_json::to_value(money).expect("serializes");
             prop_assert_eq!(serde_json::from_value::<Money>(json).expect("parses"), money);
         }

@@ -39,6 +39,9 @@ pub enum ValidationError {
     /// A currency code was not three upper-case letters.
     #[error("currency must be a three-letter ISO 4217 code such as USD, got {0:?}")]
     InvalidCurrency(String),
+    /// A currency code of the right shape that ISO 4217 does not list as current.
+    #[error("currency must be a current ISO 4217 code such as USD, EUR or JPY; {0:?} is not one")]
+    UnknownCurrency(String),
     /// An amount of money was below zero.
     #[error("amount_minor must not be negative, got {0}")]
     NegativeAmount(i64),
@@ -99,7 +102,7 @@ impl ValidationError {
             | Self::InvalidUuid { field, .. }
             | Self::InvalidDate { field, .. }
             | Self::NulCharacter { field } => field,
-            Self::InvalidCurrency(_) => "currency",
+            Self::InvalidCurrency(_) | Self::UnknownCurrency(_) => "currency",
             Self::NegativeAmount(_) => "amount_minor",
             Self::EmptyStay { .. } | Self::StayTooLong { .. } => "check_out",
         }

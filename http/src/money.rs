@@ -15,7 +15,8 @@ pub struct MoneyBody {
 }
 
 impl MoneyBody {
-    /// The amount as a domain value; an unknown currency or a bad amount is refused.
+    /// The amount as a domain value; a currency ISO 4217 does not list as current, or a bad
+    /// amount, is refused.
     pub fn parse(&self) -> Result<Money, ValidationError> {
         Money::new(self.amount_minor, Currency::new(&self.currency)?)
     }

@@ -1,0 +1,59 @@
+//! The edges of the contract (API.md, issue 11) against a real `stay serve` on SQLite: what comes
+//! in at the boundary of each rule is refused with a clear problem document, never taken, never a 5xx.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use stay_tests::{Answer, Backend, StayServer};
+
+fn room_body() -> Value {
+    json!({
+        "name": "Loft by the river",
+        "description": "Quiet, bright, two windows.",
+        "address": "1 Quay Street, Porto",
+        "nightly_price": {"amount_minor": 12000, "currency": "EUR"},
+        "capacity": 2
+    })
+}
+
+fn assert_refused(answer: &Answer, status: u16, code: &str) {
+    assert_eq!((answer.status, answer.code()), (status, code), "{}", answer.text);
+    assert!(answer.is_problem(), "not a problem document: {:?} {}", answer.headers, answer.text);
+}
+
+/// The fields a 422 names.
+fn fields(answer: &Answer) -> Vec<String> {
+    let errors = answer.body["errors"].as_array().cloned().unwrap_or_default();
+    errors.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect()
+}
+
+async fn register_room(server: &StayServer, host: &str) -> String {
+    let answer = server.post("/v1/rooms", host, &room_body()).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    answer.field("room_id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_currency_iso_4217_does_not_list_is_refused() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let host = server.token("host-1", "host");
+
+    for code in ["ZZZ", "AAA", "HRK"] {
+        let mut body = room_body();
+        body["nightly_price"]["currency"] = json!(code);
+        let answer = server.post("/v1/rooms", &host, &body).await;
+        assert_refused(&answer, 422, "validation_failed");
+        assert_eq!(fields(&answer), ["nightly_price"], "{}", answer.text);
+        assert!(answer.body["errors"][0]["detail"].as_str().unwrap_or("").contains("ISO 4217"), "{}", answer.text);
+    }
+
+    let mut yen = room_body();
+    yen["nightly_price"] = json!({"amount_minor": 9_000, "currency": "JPY"});
+    let answer = server.post("/v1/rooms", &host, &yen).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+
+    let room_id = register_room(&server, &host).await;
+    let change = json!({"nightly_price": {"amount_minor": 100, "currency": "ZZZ"}});
+    let answer = server.send(Method::PATCH, &format!("/v1/rooms/{room_id}"), Some(&host), Some(&change), &[]).await;
+    assert_refused(&answer, 422, "validation_failed");
+    assert_eq!(fields(&answer), ["nightly_price"], "{}", answer.text);
+}
