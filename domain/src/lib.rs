@@ -41,7 +41,9 @@ pub use room::{Room, RoomCommand, RoomError, RoomEvent};
 pub use services::DomainServices;
 pub use upcasters::upcasters;
 pub use validation::ValidationError;
-pub use values::{Address, Capacity, CardToken, Description, GuestCount, Rating, ReviewComment, RoomName, StayDates};
+pub use values::{
+    parse_date, Address, Capacity, CardToken, Description, GuestCount, Rating, ReviewComment, RoomName, StayDates,
+};
 
 /// The schema version written with every event of this crate; bump it together with an upcaster.
 pub const EVENT_VERSION: &str = "1.0";

@@ -1,6 +1,7 @@
 //! The edges of the contract (API.md, issue 11) against a real `stay serve` on SQLite: what comes
 //! in at the boundary of each rule is refused with a clear problem document, never taken, never a 5xx.
 
+use chrono::{Datelike, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use stay_tests::{Answer, Backend, StayServer};
@@ -12,6 +13,16 @@ fn room_body() -> Value {
         "address": "1 Quay Street, Porto",
         "nightly_price": {"amount_minor": 12000, "currency": "EUR"},
         "capacity": 2
+    })
+}
+
+fn reservation_body(room_id: &str, check_in: &str, check_out: &str) -> Value {
+    json!({
+        "room_id": room_id,
+        "check_in": check_in,
+        "check_out": check_out,
+        "guests": 1,
+        "payment": {"card_token": "tok_visa"}
     })
 }
 
@@ -56,4 +67,38 @@ async fn a_currency_iso_4217_does_not_list_is_refused() {
     let answer = server.send(Method::PATCH, &format!("/v1/rooms/{room_id}"), Some(&host), Some(&change), &[]).await;
     assert_refused(&answer, 422, "validation_failed");
     assert_eq!(fields(&answer), ["nightly_price"], "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dates_are_taken_only_as_yyyy_mm_dd() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let host = server.token("host-1", "host");
+    let guest = server.token("guest-1", "guest");
+    let room_id = register_room(&server, &host).await;
+
+    // Next January: a month and days of one digit, well within the booking horizon.
+    let year = Utc::now().year() + 1;
+    for (check_in, check_out, at_fault) in [
+        (format!("{year}-1-5"), format!("{year}-01-07"), vec!["check_in"]),
+        (format!("{year}-01-05"), format!("{year}-1-7"), vec!["check_out"]),
+        (format!("{year}-1-05"), format!("{year}-01-7"), vec!["check_in", "check_out"]),
+        (format!("+{year}-01-05"), format!("{year}-01-07"), vec!["check_in"]),
+        (format!("{year}-01-05 "), format!("{year}-01-07"), vec!["check_in"]),
+        (format!("{year}-01-05T00:00:00Z"), format!("{year}-01-07"), vec!["check_in"]),
+        (format!("{year}-02-30"), format!("{year}-03-02"), vec!["check_in"]),
+    ] {
+        let answer = server.post("/v1/reservations", &guest, &reservation_body(&room_id, &check_in, &check_out)).await;
+        assert_refused(&answer, 422, "validation_failed");
+        assert_eq!(fields(&answer), at_fault, "{check_in} → {check_out}: {}", answer.text);
+        assert!(answer.text.contains("YYYY-MM-DD"), "{}", answer.text);
+    }
+    let written_right = reservation_body(&room_id, &format!("{year}-01-05"), &format!("{year}-01-07"));
+    let answer = server.post("/v1/reservations", &guest, &written_right).await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+
+    // The one time a query takes is as strict about its date.
+    let admin = server.token("admin-1", "admin");
+    let path = format!("/v1/admin/streams/Room/{room_id}?as_of={year}-1-5T00:00:00Z");
+    let answer = server.send(Method::GET, &path, Some(&admin), None, &[]).await;
+    assert_refused(&answer, 422, "validation_failed");
 }

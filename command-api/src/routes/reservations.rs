@@ -9,13 +9,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::NaiveDate;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use stay_domain::{
-    CardToken, GuestCount, ReservationCommand, ReservationId, ReservationStatus, RoomCommand, RoomError, RoomId,
-    StayDates, ValidationError,
+    parse_date, CardToken, GuestCount, ReservationCommand, ReservationId, ReservationStatus, RoomCommand, RoomError,
+    RoomId, StayDates,
 };
 use utoipa::ToSchema;
 
@@ -89,8 +88,8 @@ pub async fn request_reservation(
     let principal = caller.principal;
     let mut check = Check::default();
     let room_id = check.field("room_id", body.room_id.parse::<RoomId>());
-    let check_in = check.field("check_in", date("check_in", &body.check_in));
-    let check_out = check.field("check_out", date("check_out", &body.check_out));
+    let check_in = check.field("check_in", parse_date("check_in", &body.check_in));
+    let check_out = check.field("check_out", parse_date("check_out", &body.check_out));
     let guests = check.field("guests", GuestCount::new(body.guests));
     let card_token = check.field("payment.card_token", CardToken::new(body.payment.card_token));
     let stay = match (check_in, check_out) {
@@ -190,9 +189,4 @@ fn refuse_while_payments_fail(api: &CommandApi) -> Result<(), ApiError> {
         "the payment provider is failing; new reservations are refused until it recovers",
     )
     .retry_after(seconds))
-}
-
-fn date(field: &'static str, text: &str) -> Result<NaiveDate, ValidationError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| ValidationError::InvalidDate { field, value: text.to_owned() })
 }

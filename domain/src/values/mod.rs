@@ -130,6 +130,7 @@ macro_rules! bounded_number {
 }
 
 mod address;
+mod calendar_date;
 mod capacity;
 mod card_token;
 mod description;
@@ -140,6 +141,7 @@ mod room_name;
 mod stay_dates;
 
 pub use address::Address;
+pub use calendar_date::parse_date;
 pub use capacity::Capacity;
 pub use card_token::CardToken;
 pub use description::Description;
