@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, PaymentsGate};
-use stay_domain::Clock;
+use stay_domain::{BookingHorizon, Clock};
 use stay_http::service::{self, Readiness, ServiceConfig};
 use stay_http::JwtKeys;
 use stay_projections::runner::initialize;
@@ -100,6 +100,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STAY_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_retention: Duration,
 
+    /// How far ahead a stay may end, in whole days (730d = 2 years); a stay ending later is refused (422).
+    #[arg(long, env = "STAY_BOOKING_HORIZON", default_value = "730d", value_parser = parse_booking_horizon)]
+    booking_horizon: BookingHorizon,
+
     /// Do not apply migrations at start-up (run `stay migrate` first); /readyz reports any pending.
     #[arg(long, env = "STAY_NO_MIGRATE")]
     no_migrate: bool,
@@ -142,6 +146,13 @@ pub struct SagaArgs {
     /// The first delay before a failed saga step is retried; it doubles per failure (with jitter), up to 30s.
     #[arg(long, env = "STAY_SAGA_RETRY_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
     saga_retry_base: Duration,
+}
+
+/// `--booking-horizon`: a duration such as `730d` or `2years`, counted in whole days.
+fn parse_booking_horizon(text: &str) -> Result<BookingHorizon, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    let days = u32::try_from(duration.as_secs() / 86_400).unwrap_or(u32::MAX);
+    BookingHorizon::days(days).map_err(|_| "a booking horizon is 1 day to 100 years (36500d)".to_owned())
 }
 
 /// The saga's circuit breaker as the command side's gate for new reservations.
@@ -265,7 +276,7 @@ impl Application {
                 idempotency: IdempotencyStore::new(read_db.clone()),
                 max_body_bytes: args.max_body_bytes,
             };
-            let mut api = CommandApi::new(executors.clone(), clock);
+            let mut api = CommandApi::new(executors.clone(), clock).with_booking_horizon(args.booking_horizon);
             if args.role.runs_saga() {
                 api = api.with_payments_gate(Arc::new(BreakerGate(circuit)));
             }
@@ -415,6 +426,17 @@ mod tests {
     use stay_store::{SqlDatabase, StoreUrl};
 
     use super::*;
+
+    #[test]
+    fn a_booking_horizon_is_read_in_whole_days() {
+        let days = |text| parse_booking_horizon(text).map(|horizon| horizon.in_days());
+        assert_eq!(days("730d"), Ok(730));
+        assert_eq!(days("2years"), Ok(730));
+        assert_eq!(days("36h"), Ok(1));
+        assert!(days("12h").is_err(), "less than a day");
+        assert!(days("1000years").is_err(), "more than a hundred years");
+        assert!(days("soon").is_err());
+    }
 
     #[tokio::test]
     async fn the_idempotency_purge_stops_with_the_server() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::middleware;
 use axum::Extension;
-use stay_domain::{Clock, DomainServices};
+use stay_domain::{BookingHorizon, Clock, DomainServices};
 use stay_store::{AggregateWatch, Executors};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi;
@@ -32,13 +32,15 @@ pub struct CommandApi {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Inner {
     executors: Arc<Executors>,
     services: DomainServices,
     payments: Option<Arc<dyn PaymentsGate>>,
     /// Wakes `Prefer: wait` requests when their own reservation changes.
     watch: AggregateWatch,
+    /// How far ahead stays may be booked.
+    horizon: BookingHorizon,
 }
 
 /// Whether new reservations can be paid for now; the saga's circuit breaker answers it.
@@ -51,18 +53,25 @@ impl CommandApi {
     /// The command side over `executors`, with time from `clock`.
     pub fn new(executors: Arc<Executors>, clock: Arc<dyn Clock>) -> Self {
         let watch = AggregateWatch::new(executors.reservations.store().clone());
-        Self { inner: Arc::new(Inner { executors, services: DomainServices::new(clock), payments: None, watch }) }
+        let services = DomainServices::new(clock);
+        let inner = Inner { executors, services, payments: None, watch, horizon: BookingHorizon::DEFAULT };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The same API, refusing new reservations while `gate` says payments are unavailable.
     pub fn with_payments_gate(self, gate: Arc<dyn PaymentsGate>) -> Self {
-        let inner = Inner {
-            executors: self.inner.executors.clone(),
-            services: self.inner.services.clone(),
-            payments: Some(gate),
-            watch: self.inner.watch.clone(),
-        };
+        let inner = Inner { payments: Some(gate), ..Inner::clone(&self.inner) };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// The same API, refusing stays that end beyond `horizon` (by default two years).
+    pub fn with_booking_horizon(self, horizon: BookingHorizon) -> Self {
+        Self { inner: Arc::new(Inner { horizon, ..Inner::clone(&self.inner) }) }
+    }
+
+    /// How far ahead stays may be booked.
+    pub fn booking_horizon(&self) -> BookingHorizon {
+        self.inner.horizon
     }
 
     /// How long new reservations should be refused, if they should.

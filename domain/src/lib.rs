@@ -42,7 +42,8 @@ pub use services::DomainServices;
 pub use upcasters::upcasters;
 pub use validation::ValidationError;
 pub use values::{
-    parse_date, Address, Capacity, CardToken, Description, GuestCount, Rating, ReviewComment, RoomName, StayDates,
+    parse_date, Address, BookingHorizon, Capacity, CardToken, Description, GuestCount, Rating, ReviewComment, RoomName,
+    StayDates,
 };
 
 /// The schema version written with every event of this crate; bump it together with an upcaster.

@@ -67,6 +67,16 @@ pub enum ValidationError {
         /// The most nights allowed.
         max: u32,
     },
+    /// A stay that ends later than the booking horizon allows.
+    #[error("check_out ({check_out}) is beyond the booking horizon: stays booked today must end by {last_check_out} ({days} days ahead)")]
+    BeyondBookingHorizon {
+        /// The check-out date given.
+        check_out: NaiveDate,
+        /// The latest check-out allowed today.
+        last_check_out: NaiveDate,
+        /// The horizon, in days.
+        days: u32,
+    },
     /// A text holding the NUL character, which no store can keep as text.
     #[error("{field} must not contain the NUL character")]
     NulCharacter {
@@ -104,12 +114,15 @@ impl ValidationError {
             | Self::NulCharacter { field } => field,
             Self::InvalidCurrency(_) | Self::UnknownCurrency(_) => "currency",
             Self::NegativeAmount(_) => "amount_minor",
-            Self::EmptyStay { .. } | Self::StayTooLong { .. } => "check_out",
+            Self::EmptyStay { .. } | Self::StayTooLong { .. } | Self::BeyondBookingHorizon { .. } => "check_out",
         }
     }
 
-    /// A stable snake_case code for API error bodies.
+    /// A stable snake_case code for API error bodies: `validation_failed`, or a more precise one.
     pub fn code(&self) -> &'static str {
-        "validation_failed"
+        match self {
+            Self::BeyondBookingHorizon { .. } => "beyond_booking_horizon",
+            _ => "validation_failed",
+        }
     }
 }

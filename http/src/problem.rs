@@ -142,8 +142,9 @@ impl IntoResponse for ApiError {
 }
 
 impl From<ValidationError> for ApiError {
+    /// 422 naming the field, with the error's own code (`validation_failed` unless more precise).
     fn from(err: ValidationError) -> Self {
-        Self::invalid_field(err.field(), err.to_string())
+        Self { code: err.code(), ..Self::invalid_field(err.field(), err.to_string()) }
     }
 }
 
@@ -194,6 +195,16 @@ mod tests {
         let err: ApiError = ValidationError::InvalidDate { field: "check_in", value: "x".into() }.into();
         assert_eq!((err.status(), err.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
         assert_eq!(err.problem().errors[0].field, "check_in");
+    }
+
+    #[test]
+    fn a_stay_beyond_the_booking_horizon_is_a_422_with_its_own_code() {
+        let day = |y| chrono::NaiveDate::from_ymd_opt(y, 1, 1).expect("a date");
+        let err: ApiError =
+            ValidationError::BeyondBookingHorizon { check_out: day(9999), last_check_out: day(2030), days: 730 }.into();
+        assert_eq!((err.status(), err.code()), (StatusCode::UNPROCESSABLE_ENTITY, "beyond_booking_horizon"));
+        assert_eq!(err.problem().kind, "urn:stay:problem:beyond_booking_horizon");
+        assert_eq!(err.problem().errors[0].field, "check_out");
     }
 
     #[test]

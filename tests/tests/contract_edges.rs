@@ -1,10 +1,14 @@
 //! The edges of the contract (API.md, issue 11) against a real `stay serve` on SQLite: what comes
 //! in at the boundary of each rule is refused with a clear problem document, never taken, never a 5xx.
 
-use chrono::{Datelike, Utc};
+use chrono::{Datelike, Days, NaiveDate, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
 use stay_tests::{Answer, Backend, StayServer};
+
+fn day(offset: u64) -> NaiveDate {
+    Utc::now().date_naive().checked_add_days(Days::new(offset)).expect("date")
+}
 
 fn room_body() -> Value {
     json!({
@@ -24,6 +28,11 @@ fn reservation_body(room_id: &str, check_in: &str, check_out: &str) -> Value {
         "guests": 1,
         "payment": {"card_token": "tok_visa"}
     })
+}
+
+/// A stay of `nights` starting `from` days from today, as a body.
+fn stay_body(room_id: &str, from: u64, nights: u64) -> Value {
+    reservation_body(room_id, &day(from).to_string(), &day(from + nights).to_string())
 }
 
 fn assert_refused(answer: &Answer, status: u16, code: &str) {
@@ -101,4 +110,35 @@ async fn dates_are_taken_only_as_yyyy_mm_dd() {
     let path = format!("/v1/admin/streams/Room/{room_id}?as_of={year}-1-5T00:00:00Z");
     let answer = server.send(Method::GET, &path, Some(&admin), None, &[]).await;
     assert_refused(&answer, 422, "validation_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stay_ending_beyond_the_booking_horizon_is_refused() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let host = server.token("host-1", "host");
+    let guest = server.token("guest-1", "guest");
+    let room_id = register_room(&server, &host).await;
+
+    let far = server.post("/v1/reservations", &guest, &reservation_body(&room_id, "9999-12-01", "9999-12-03")).await;
+    assert_refused(&far, 422, "beyond_booking_horizon");
+    assert_eq!(fields(&far), ["check_out"], "{}", far.text);
+    assert!(far.field("detail").contains(&day(730).to_string()), "says the last check-out allowed: {}", far.text);
+
+    // Two years (730 days) by default: a stay may end on the last day, not the day after.
+    let beyond = server.post("/v1/reservations", &guest, &stay_body(&room_id, 729, 2)).await;
+    assert_refused(&beyond, 422, "beyond_booking_horizon");
+    let last = server.post("/v1/reservations", &guest, &stay_body(&room_id, 728, 2)).await;
+    assert_eq!(last.status, 202, "{}", last.text);
+
+    // Configured: `--booking-horizon`.
+    let month = StayServer::start_with(Backend::Sqlite, &["--booking-horizon", "30d"]).await;
+    let host = month.token("host-1", "host");
+    let guest = month.token("guest-1", "guest");
+    let room_id = register_room(&month, &host).await;
+    assert_refused(
+        &month.post("/v1/reservations", &guest, &stay_body(&room_id, 29, 2)).await,
+        422,
+        "beyond_booking_horizon",
+    );
+    assert_eq!(month.post("/v1/reservations", &guest, &stay_body(&room_id, 28, 2)).await.status, 202);
 }

@@ -44,7 +44,8 @@ pub struct RequestReservationRequest {
     pub room_id: String,
     /// The first night, `YYYY-MM-DD`.
     pub check_in: String,
-    /// The day of departure, `YYYY-MM-DD`; after `check_in`, at most 30 nights later.
+    /// The day of departure, `YYYY-MM-DD`; after `check_in`, at most 30 nights later, and within
+    /// the booking horizon (by default 730 days from today).
     pub check_out: String,
     /// How many guests, 1 to 16.
     pub guests: i64,
@@ -74,7 +75,7 @@ pub struct ReservationAnswer {
         (status = 403, description = "Not a guest", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`room_not_found`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`dates_unavailable`, `room_delisted`, `too_many_guests`, `stay_in_past`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or `beyond_booking_horizon`: the stay ends later than bookings may", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`payments_unavailable`: the provider is failing", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -108,6 +109,7 @@ pub async fn request_reservation(
     // below would say now.
     let recorded = committed_earlier(&api.executors().reservations, &id, &context, &key).await?;
     if recorded.is_none() {
+        api.booking_horizon().admits(&stay, api.services().clock.today())?;
         refuse_while_payments_fail(&api)?;
         let (mut room, _) = api.executors().rooms.load(&room_id.to_string()).await?;
         if room.listing().is_none() {

@@ -130,6 +130,7 @@ macro_rules! bounded_number {
 }
 
 mod address;
+mod booking_horizon;
 mod calendar_date;
 mod capacity;
 mod card_token;
@@ -141,6 +142,7 @@ mod room_name;
 mod stay_dates;
 
 pub use address::Address;
+pub use booking_horizon::BookingHorizon;
 pub use calendar_date::parse_date;
 pub use capacity::Capacity;
 pub use card_token::CardToken;
