@@ -142,3 +142,22 @@ async fn a_stay_ending_beyond_the_booking_horizon_is_refused() {
     );
     assert_eq!(month.post("/v1/reservations", &guest, &stay_body(&room_id, 28, 2)).await.status, 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_description_is_held_to_the_length_the_document_states() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let host = server.token("host-1", "host");
+    let doc = server.get("/openapi.json").await.body;
+    let stated = doc["components"]["schemas"]["RegisterRoomRequest"]["properties"]["description"]["maxLength"]
+        .as_u64()
+        .expect("the document states the description's maximum length");
+    let stated = usize::try_from(stated).expect("small");
+
+    let mut body = room_body();
+    body["description"] = json!("é".repeat(stated));
+    assert_eq!(server.post("/v1/rooms", &host, &body).await.status, 201);
+    body["description"] = json!("é".repeat(stated + 1));
+    let answer = server.post("/v1/rooms", &host, &body).await;
+    assert_refused(&answer, 422, "validation_failed");
+    assert_eq!(fields(&answer), ["description"], "{}", answer.text);
+}

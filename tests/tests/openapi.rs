@@ -277,3 +277,164 @@ async fn every_documented_route_exists_and_nothing_else_does() {
         );
     }
 }
+
+/// The schema a `$ref` (or a nullable `oneOf` of one) stands for.
+fn resolve<'d>(doc: &'d Value, schema: &'d Value) -> &'d Value {
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+        return doc.pointer(target.trim_start_matches('#')).map_or(schema, |s| resolve(doc, s));
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(branches) = schema.get(key).and_then(Value::as_array) {
+            if let Some(branch) = branches.iter().find(|b| b.get("type") != Some(&json!("null"))) {
+                return resolve(doc, branch);
+            }
+        }
+    }
+    schema
+}
+
+/// Whether a schema's `type` is (or includes) `kind`.
+fn is(schema: &Value, kind: &str) -> bool {
+    match &schema["type"] {
+        Value::String(t) => t == kind,
+        Value::Array(types) => types.iter().any(|t| t == kind),
+        _ => false,
+    }
+}
+
+/// Every leaf property of a request body: (dotted path, its schema).
+fn leaves(doc: &Value, schema: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+    let schema = resolve(doc, schema);
+    match schema.get("properties").and_then(Value::as_object) {
+        Some(properties) => {
+            for (name, property) in properties {
+                let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                leaves(doc, property, &path, out);
+            }
+        }
+        None => out.push((prefix.to_owned(), schema.clone())),
+    }
+}
+
+/// The request body schemas of the document: (method, path) → leaves.
+fn request_bodies(doc: &Value) -> BTreeMap<(String, String), Vec<(String, Value)>> {
+    let mut bodies = BTreeMap::new();
+    for ((method, path), operation) in operations(doc) {
+        if let Some(schema) = operation["requestBody"]["content"]["application/json"].get("schema") {
+            let mut found = Vec::new();
+            leaves(doc, schema, "", &mut found);
+            bodies.insert((method, path), found);
+        }
+    }
+    bodies
+}
+
+/// A string whose shape is fixed by a format or an anchored pattern (a date, a UUID, a currency).
+fn shaped(schema: &Value) -> bool {
+    schema.get("format").is_some() || schema["pattern"].as_str().is_some_and(|p| p.starts_with('^'))
+}
+
+/// Whether a 422 names `field` or a field that holds it (`nightly_price` for `nightly_price.currency`).
+fn names(answer: &Answer, field: &str) -> bool {
+    answer.status == 422
+        && answer.body["errors"].as_array().into_iter().flatten().any(|error| {
+            let named = error["field"].as_str().unwrap_or("");
+            field == named || field.starts_with(&format!("{named}."))
+        })
+}
+
+/// `body` with the value at dotted `path` replaced.
+fn with(body: &Value, path: &str, value: Value) -> Value {
+    let mut body = body.clone();
+    let pointer = format!("/{}", path.replace('.', "/"));
+    *body.pointer_mut(&pointer).unwrap_or_else(|| panic!("the template has no {path}")) = value;
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bounds_the_document_states_are_the_bounds_the_server_keeps() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let doc = document(&server).await;
+    let host = server.token("host-1", "host");
+    let guest = server.token("guest-1", "guest");
+    let room = json!({
+        "name": "Probe room", "description": "", "address": "1 Probe Street",
+        "nightly_price": {"amount_minor": 10_000, "currency": "EUR"}, "capacity": 4,
+    });
+    let created = server.post("/v1/rooms", &host, &room).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let room_id = created.field("room_id").to_owned();
+    let check_in = chrono::Utc::now().date_naive() + chrono::Days::new(30);
+    let reservation = json!({
+        "room_id": room_id, "check_in": check_in.to_string(), "check_out": (check_in + chrono::Days::new(2)).to_string(),
+        "guests": 1, "payment": {"card_token": "tok_visa"},
+    });
+    let review = json!({"reservation_id": Uuid::new_v4().to_string(), "rating": 4, "comment": "Fine."});
+    let routes = [
+        ("post", "/v1/rooms", "/v1/rooms".to_owned(), &host, room.clone()),
+        ("patch", "/v1/rooms/{room_id}", format!("/v1/rooms/{room_id}"), &host, room.clone()),
+        ("post", "/v1/reservations", "/v1/reservations".to_owned(), &guest, reservation),
+        ("post", "/v1/rooms/{room_id}/reviews", format!("/v1/rooms/{room_id}/reviews"), &guest, review),
+        (
+            "post",
+            "/v1/reviews/{review_id}/reply",
+            format!("/v1/reviews/{}/reply", Uuid::new_v4()),
+            &host,
+            json!({"comment": "Thanks."}),
+        ),
+    ];
+    let bodies = request_bodies(&doc);
+    let mut disagreements = Vec::new();
+    let mut probed = 0;
+    for (method, template, url, token, base) in routes {
+        let fields = bodies.get(&(method.to_owned(), template.to_owned())).unwrap_or_else(|| panic!("{template}"));
+        let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let check = |field: &str, value: Value, refused: bool| {
+            let body = with(&base, field, value.clone());
+            let server = &server;
+            let (http_method, url, token) = (http_method.clone(), url.clone(), token.clone());
+            let field = field.to_owned();
+            async move {
+                let answer = server.send(http_method, &url, Some(&token), Some(&body), &[]).await;
+                let shown: String = value.to_string().chars().take(40).collect();
+                match (refused, names(&answer, &field)) {
+                    (true, false) => Some(format!(
+                        "{url} {field} = {shown}…: out of the stated bounds, yet {} {}",
+                        answer.status, answer.text
+                    )),
+                    (false, true) => {
+                        Some(format!("{url} {field} = {shown}…: within the stated bounds, yet {}", answer.text))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        for (field, schema) in fields {
+            if is(schema, "string") && !shaped(schema) {
+                if let Some(max) = schema["maxLength"].as_u64().and_then(|m| usize::try_from(m).ok()) {
+                    probed += 2;
+                    disagreements.extend(check(field, json!("ü".repeat(max)), false).await);
+                    disagreements.extend(check(field, json!("ü".repeat(max + 1)), true).await);
+                }
+                if schema["minLength"].as_u64().is_some_and(|min| min >= 1) {
+                    probed += 1;
+                    disagreements.extend(check(field, json!(""), true).await);
+                }
+            }
+            if is(schema, "integer") {
+                if let Some(min) = schema["minimum"].as_i64() {
+                    probed += 2;
+                    disagreements.extend(check(field, json!(min), false).await);
+                    disagreements.extend(check(field, json!(min - 1), true).await);
+                }
+                if let Some(max) = schema["maximum"].as_i64() {
+                    probed += 2;
+                    disagreements.extend(check(field, json!(max), false).await);
+                    disagreements.extend(check(field, json!(max + 1), true).await);
+                }
+            }
+        }
+    }
+    assert!(probed >= 20, "only {probed} bounds probed");
+    assert!(disagreements.is_empty(), "the document and the server disagree:\n{}", disagreements.join("\n"));
+}

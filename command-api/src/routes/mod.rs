@@ -68,3 +68,47 @@ where
     let stream = executor.store().read_stream(A::TYPE, aggregate_id).await?;
     Ok(stream.last().map_or(Position::START, |e| e.position))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use stay_domain::{Address, CardToken, Description, ReviewComment, RoomName};
+    use utoipa::PartialSchema;
+
+    use super::reservations::PaymentRequest;
+    use super::reviews::{PostReviewRequest, ReplyRequest};
+    use super::rooms::{ChangeRoomRequest, RegisterRoomRequest};
+
+    fn schema<T: PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).expect("a schema serialises")
+    }
+
+    /// `field`'s (minimum, maximum) as the schema states them under `min` and `max`.
+    fn bounds(schema: &Value, field: &str, min: &str, max: &str) -> (Option<i64>, Option<i64>) {
+        let property = &schema["properties"][field];
+        (property[min].as_i64(), property[max].as_i64())
+    }
+
+    fn chars(min: usize, max: usize) -> (Option<i64>, Option<i64>) {
+        let count = |n: usize| i64::try_from(n).expect("small");
+        (if min == 0 { None } else { Some(count(min)) }, Some(count(max)))
+    }
+
+    #[test]
+    fn request_schemas_state_the_lengths_the_domain_keeps() {
+        for room in [schema::<RegisterRoomRequest>(), schema::<ChangeRoomRequest>()] {
+            let text = |field| bounds(&room, field, "minLength", "maxLength");
+            assert_eq!(text("name"), chars(RoomName::MIN_CHARS, RoomName::MAX_CHARS), "{room}");
+            assert_eq!(text("description"), chars(Description::MIN_CHARS, Description::MAX_CHARS), "{room}");
+            assert_eq!(text("address"), chars(Address::MIN_CHARS, Address::MAX_CHARS), "{room}");
+        }
+        let payment = schema::<PaymentRequest>();
+        let card = bounds(&payment, "card_token", "minLength", "maxLength");
+        assert_eq!(card, chars(CardToken::MIN_CHARS, CardToken::MAX_CHARS));
+        let review = schema::<PostReviewRequest>();
+        for comment in [review, schema::<ReplyRequest>()] {
+            let text = bounds(&comment, "comment", "minLength", "maxLength");
+            assert_eq!(text, chars(ReviewComment::MIN_CHARS, ReviewComment::MAX_CHARS));
+        }
+    }
+}

@@ -32,7 +32,8 @@ use stay_http::{ApiError, Problem};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
-    /// The payment provider's token for the card.
+    /// The payment provider's token for the card: 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub card_token: String,
 }
 

@@ -33,6 +33,7 @@ pub struct PostReviewRequest {
     /// Stars, 1 to 5.
     pub rating: i64,
     /// Up to 2,000 characters.
+    #[schema(max_length = 2000)]
     pub comment: String,
 }
 
@@ -41,6 +42,7 @@ pub struct PostReviewRequest {
 #[serde(deny_unknown_fields)]
 pub struct ReplyRequest {
     /// Up to 2,000 characters.
+    #[schema(max_length = 2000)]
     pub comment: String,
 }
 

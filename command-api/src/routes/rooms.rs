@@ -17,16 +17,23 @@ use stay_http::IdPath;
 use stay_http::MoneyBody;
 use stay_http::{ApiError, Problem};
 
+// Texts are counted in characters after trimming surrounding whitespace, and may not hold NUL.
+// The bounds below are the domain's (`RoomName`, `Description`, `Address`); the
+// tests of `routes` hold them equal.
+
 /// A new room.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRoomRequest {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
-    /// Up to 2,000 characters; empty when left out.
+    /// Up to 5,000 characters; empty when left out.
     #[serde(default)]
+    #[schema(max_length = 5000)]
     pub description: Option<String>,
-    /// Where the room is.
+    /// Where the room is: 1 to 500 characters.
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub address: String,
     /// The price of one night; above zero.
     pub nightly_price: MoneyBody,
@@ -34,15 +41,18 @@ pub struct RegisterRoomRequest {
     pub capacity: i64,
 }
 
-/// New values for some of a room's details.
+/// New values for some of a room's details (at least one).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRoomRequest {
-    /// A new name.
+    /// A new name: 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: Option<String>,
-    /// A new description.
+    /// A new description: up to 5,000 characters.
+    #[schema(max_length = 5000)]
     pub description: Option<String>,
-    /// A new address.
+    /// A new address: 1 to 500 characters.
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub address: Option<String>,
     /// A new nightly price, in the room's currency.
     pub nightly_price: Option<MoneyBody>,
