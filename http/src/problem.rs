@@ -87,6 +87,11 @@ impl ApiError {
         Self::validation(vec![FieldError { field: field.into(), detail: detail.into() }])
     }
 
+    /// 422 for a list's `cursor` that no page of the list gave (every list answers this alike).
+    pub fn invalid_cursor() -> Self {
+        Self::invalid_field("cursor", "not a cursor from this list: give the next_cursor of a page, or none")
+    }
+
     /// 503 `overloaded`, retry after a second.
     pub fn overloaded() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight; retry shortly")

@@ -185,7 +185,7 @@ pub struct RoomPage {
     get, path = "/v1/rooms", tag = "rooms", params(RoomFilter, Freshness),
     responses(
         (status = 200, description = "A page of roomview", body = RoomPage),
-        (status = 422, description = "Bad parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad parameters: a `cursor` not from this list", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`projection_behind`", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -194,17 +194,21 @@ pub async fn list_rooms(
     QueryParams(filter): QueryParams<RoomFilter>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<JsonAnswer, ApiError> {
+    // A cursor is the last room id of a page; anything else was not made by this list.
+    let after = match filter.cursor.as_deref() {
+        None | Some("") => String::new(),
+        Some(text) => text.parse::<RoomId>().map_err(|_| ApiError::invalid_cursor())?.to_string(),
+    };
     let at = state.read_at(ROOMVIEW, &freshness).await?;
     let today = today();
     let stamp = Stamp { progress: at, today };
     let limit = filter.limit.unwrap_or(50).clamp(1, 500);
-    let after = filter.cursor.as_deref().unwrap_or("");
     // Only first pages are kept: they are what dashboards and people open again and again.
     let first_page = after.is_empty().then(|| FirstPage { host_id: filter.host_id.clone(), limit });
     if let Some(json) = first_page.as_ref().and_then(|page| state.room_cache().first_page(stamp, page)) {
         return Ok(JsonAnswer(json));
     }
-    let page = rooms::RoomPage { host_id: filter.host_id.as_deref(), after, limit };
+    let page = rooms::RoomPage { host_id: filter.host_id.as_deref(), after: &after, limit };
     let rows = rooms::rooms(&state.db, at.version, &page).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.room_id.clone())).flatten();
     let answers = rows.iter().map(|row| room_answer(row, today)).collect::<Result<Vec<_>, _>>()?;

@@ -1,6 +1,8 @@
 //! The edges of the contract (API.md, issue 11) against a real `stay serve` on SQLite: what comes
 //! in at the boundary of each rule is refused with a clear problem document, never taken, never a 5xx.
 
+use std::collections::BTreeSet;
+
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -160,4 +162,31 @@ async fn a_room_description_is_held_to_the_length_the_document_states() {
     let answer = server.post("/v1/rooms", &host, &body).await;
     assert_refused(&answer, 422, "validation_failed");
     assert_eq!(fields(&answer), ["description"], "{}", answer.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_cursor_is_refused_alike_by_every_list() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let admin = server.token("admin-1", "admin");
+    let lists = [
+        ("/v1/rooms", None, "cursor"),
+        ("/v1/admin/payments", Some(&admin), "cursor"),
+        ("/v1/admin/feed", Some(&admin), "after"),
+    ];
+    let mut types = BTreeSet::new();
+    for (path, token, parameter) in lists {
+        for garbage in ["garbage", "12ab", "1-2-3", "%00", "😀"] {
+            let url = format!("{path}?{parameter}={garbage}");
+            let answer = server.send(Method::GET, &url, token.map(String::as_str), None, &[]).await;
+            assert_refused(&answer, 422, "validation_failed");
+            assert_eq!(fields(&answer), [parameter], "{url}: {}", answer.text);
+            types.insert(answer.field("type").to_owned());
+        }
+        // No cursor, or an empty one, is the first page.
+        for url in [path.to_owned(), format!("{path}?{parameter}=")] {
+            let answer = server.send(Method::GET, &url, token.map(String::as_str), None, &[]).await;
+            assert_eq!(answer.status, 200, "{url}: {}", answer.text);
+        }
+    }
+    assert_eq!(types.len(), 1, "one problem type for a bad cursor everywhere: {types:?}");
 }
