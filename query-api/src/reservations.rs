@@ -13,9 +13,10 @@ use stay_http::{ApiError, Problem, Role};
 use stay_http::{IdPath, MoneyBody};
 use stay_projections::queries::notifications;
 use stay_projections::queries::reservations::{self, ReservationRow};
-use stay_store::StoreError;
+use stay_store::{Position, StoreError};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::guest_history;
 use crate::wait::Freshness;
 use crate::QueryState;
 
@@ -131,33 +132,52 @@ pub struct Limit {
     limit: Option<i64>,
 }
 
-/// A guest's reservations.
+/// `?limit&cursor` of a guest's reservations.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReservationWindow {
+    /// At most this many (default 100; below 1 counts as 1, above 1000 as 1000).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^([0-9]+(-[0-9]+)?)?$")]
+    cursor: Option<String>,
+}
+
+/// A page of a guest's reservations.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationList {
     items: Vec<ReservationView>,
+    /// The `cursor` of the next page; `null` on the last.
+    next_cursor: Option<String>,
 }
 
-/// The caller's reservations, newest first (guests).
+/// The caller's reservations, newest first, one page at a time (guests).
 #[utoipa::path(
-    get, path = "/v1/me/reservations", tag = "reservations", security(("bearer" = [])), params(Limit, Freshness),
+    get, path = "/v1/me/reservations", tag = "reservations", security(("bearer" = [])),
+    params(ReservationWindow, Freshness),
     responses(
-        (status = 200, description = "The reservations", body = ReservationList),
+        (status = 200, description = "A page of the reservations", body = ReservationList),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a guest", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad parameters: a `cursor` not from this list", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "`projection_behind`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn my_reservations(
     State(state): State<QueryState>,
     caller: Caller<Guests>,
-    QueryParams(limit): QueryParams<Limit>,
+    QueryParams(window): QueryParams<ReservationWindow>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
+    let before = match window.cursor.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<Position>().map_err(|_| ApiError::invalid_cursor())?),
+    };
     let version = state.read_at("reservations", &freshness).await?.version;
-    let limit = limit.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = reservations::of_guest(&state.db, version, caller.principal.user.as_str(), limit).await?;
-    let items = rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
-    Ok(Json(ReservationList { items }))
+    let limit = window.limit.unwrap_or(100).clamp(1, 1000);
+    let page = guest_history::page(&state.db, version, caller.principal.user.as_str(), before, limit).await?;
+    let items = page.rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(ReservationList { items, next_cursor: page.next.map(|position| position.to_string()) }))
 }
 
 /// A message to a user.

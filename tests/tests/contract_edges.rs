@@ -1,5 +1,6 @@
-//! The edges of the contract (API.md, issue 11) against a real `stay serve` on SQLite: what comes
-//! in at the boundary of each rule is refused with a clear problem document, never taken, never a 5xx.
+//! The edges of the contract (API.md, issue 11) against a real `stay serve` (on SQLite; paging also on
+//! PostgreSQL): what comes in at the boundary of each rule is refused with a clear problem document,
+//! never taken, never a 5xx.
 
 use std::collections::BTreeSet;
 
@@ -167,9 +168,11 @@ async fn a_room_description_is_held_to_the_length_the_document_states() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_cursor_is_refused_alike_by_every_list() {
     let server = StayServer::start(Backend::Sqlite).await;
+    let guest = server.token("guest-1", "guest");
     let admin = server.token("admin-1", "admin");
     let lists = [
         ("/v1/rooms", None, "cursor"),
+        ("/v1/me/reservations", Some(&guest), "cursor"),
         ("/v1/admin/payments", Some(&admin), "cursor"),
         ("/v1/admin/feed", Some(&admin), "after"),
     ];
@@ -189,4 +192,103 @@ async fn a_malformed_cursor_is_refused_alike_by_every_list() {
         }
     }
     assert_eq!(types.len(), 1, "one problem type for a bad cursor everywhere: {types:?}");
+}
+
+/// Reads `/v1/me/reservations` page after page, `limit` at a time, from the newest: every id, in order.
+async fn all_pages(server: &StayServer, guest: &str, limit: Option<u32>, min_position: &str) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("/v1/me/reservations?min_position={min_position}&wait_ms=30000");
+        if let Some(limit) = limit {
+            url.push_str(&format!("&limit={limit}"));
+        }
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let answer = server.send(Method::GET, &url, Some(guest), None, &[]).await;
+        assert_eq!(answer.status, 200, "{url}: {}", answer.text);
+        pages += 1;
+        let items = answer.body["items"].as_array().expect("items");
+        ids.extend(items.iter().map(|item| item["reservation_id"].as_str().expect("an id").to_owned()));
+        match answer.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(answer.body.get("next_cursor").is_some_and(Value::is_null), "{}", answer.text);
+                return (ids, pages);
+            }
+        }
+        assert!(pages < 1_000, "the pages never end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_reservations_page_through_a_cursor_with_no_gap_and_no_repeat_on_sqlite() {
+    a_guests_reservations_page_through_a_cursor(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_reservations_page_through_a_cursor_with_no_gap_and_no_repeat_on_postgres() {
+    a_guests_reservations_page_through_a_cursor(Backend::Postgres).await;
+}
+
+async fn a_guests_reservations_page_through_a_cursor(backend: Backend) {
+    const RESERVATIONS: u64 = 105;
+    let server = StayServer::start(backend).await;
+    let host = server.token("host-1", "host");
+    let guest = server.token("guest-1", "guest");
+    let room_id = register_room(&server, &host).await;
+
+    // One night each, back to back; without `Prefer: wait`, so each answers once recorded.
+    let mut made = Vec::new();
+    let mut position = String::new();
+    for night in 0..RESERVATIONS {
+        let answer = server.post("/v1/reservations", &guest, &stay_body(&room_id, 10 + night, 1)).await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+        made.push(answer.field("reservation_id").to_owned());
+        position = answer.field("position").to_owned();
+    }
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+
+    // The default page stops at 100, and says where the rest is.
+    let (ids, pages) = all_pages(&server, &guest, None, &position).await;
+    assert_eq!(pages, 2, "100 and then 5");
+    assert_eq!(ids, newest_first);
+
+    // Small pages: every reservation once, newest first.
+    let (ids, pages) = all_pages(&server, &guest, Some(7), &position).await;
+    assert_eq!(pages, 16, "15 full pages and an empty last one");
+    assert_eq!(ids, newest_first);
+
+    // A reservation made while a guest pages is not repeated, and none is skipped.
+    let first = server
+        .send(Method::GET, &format!("/v1/me/reservations?limit=10&min_position={position}"), Some(&guest), None, &[])
+        .await;
+    let cursor = first.body["next_cursor"].as_str().expect("more pages").to_owned();
+    let newer = server.post("/v1/reservations", &guest, &stay_body(&room_id, 300, 1)).await;
+    assert_eq!(newer.status, 202, "{}", newer.text);
+    let rest = server
+        .send(
+            Method::GET,
+            &format!("/v1/me/reservations?limit=1000&cursor={cursor}&min_position={}", newer.field("position")),
+            Some(&guest),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(rest.status, 200, "{}", rest.text);
+    let seen: Vec<String> = first.body["items"]
+        .as_array()
+        .into_iter()
+        .chain(rest.body["items"].as_array())
+        .flatten()
+        .map(|item| item["reservation_id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(seen, newest_first);
+
+    // Another guest's pages hold none of them.
+    let other = server.token("guest-2", "guest");
+    let (ids, _) = all_pages(&server, &other, Some(50), newer.field("position")).await;
+    assert!(ids.is_empty(), "{ids:?}");
 }
