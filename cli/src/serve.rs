@@ -104,6 +104,10 @@ pub struct ServeArgs {
     #[arg(long, env = "STAY_BOOKING_HORIZON", default_value = "730d", value_parser = parse_booking_horizon)]
     booking_horizon: BookingHorizon,
 
+    /// The longest a bearer token may live (`exp` minus `iat`, or minus now without `iat`); longer: 401.
+    #[arg(long, env = "STAY_MAX_TOKEN_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    max_token_lifetime: Duration,
+
     /// Do not apply migrations at start-up (run `stay migrate` first); /readyz reports any pending.
     #[arg(long, env = "STAY_NO_MIGRATE")]
     no_migrate: bool,
@@ -216,7 +220,8 @@ impl Application {
                 read_db.migrate(set).await.with_context(|| format!("migrating the {} tables", set.component))?;
             }
         }
-        let keys = JwtKeys::new(&args.secret.secret(&args.store.data_dir)?);
+        anyhow::ensure!(args.max_token_lifetime.as_secs() > 0, "--max-token-lifetime must be at least one second");
+        let keys = JwtKeys::new(&args.secret.secret(&args.store.data_dir)?).with_max_lifetime(args.max_token_lifetime);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let executors = Arc::new(Executors::new(&store, clock.clone(), ExecutorConfig::default()));
         let (provider, circuit) = payment_provider(&args.saga)?;

@@ -1,8 +1,10 @@
 //! Bearer tokens: HS256 JWTs with `sub`, `role` and `exp`, signed and checked with one secret.
 //!
 //! Only HS256 is accepted: a token saying `alg: none` (or any other algorithm), a wrong signature,
-//! an expired token or one without `exp` is refused with 401. Roles and ownership are checked by
-//! the routes, which answer 403.
+//! an expired token or one without `exp`, a token not yet valid (`nbf`) or issued in the future
+//! (`iat`), and one that lives longer than the configured maximum (24 h by default) are refused with
+//! 401. The clock leeway is the same for all of them. Roles and ownership are checked by the
+//! routes, which answer 403.
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,6 +73,12 @@ pub struct Claims {
     pub role: Role,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// When it was issued, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not valid before this, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// The authenticated caller of a request.
@@ -98,12 +106,19 @@ impl Principal {
 #[error("cannot sign the token: {0}")]
 pub struct SignError(#[from] jsonwebtoken::errors::Error);
 
+/// The longest a token may live unless configured otherwise: a day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How far apart the signer's clock and ours may be, in seconds, for `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 5;
+
 /// The HS256 secret, for signing and checking tokens.
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    max_lifetime: Duration,
 }
 
 impl fmt::Debug for JwtKeys {
@@ -118,22 +133,47 @@ impl JwtKeys {
         let bytes = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
-        Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), validation }
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+        }
     }
 
-    /// A token for `sub` acting as `role`, valid for `ttl` from `now_unix` (seconds).
+    /// The same keys, refusing tokens that live longer than `max_lifetime`.
+    pub fn with_max_lifetime(self, max_lifetime: Duration) -> Self {
+        Self { max_lifetime, ..self }
+    }
+
+    /// The longest a token may live.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
+    /// A token for `sub` acting as `role`, issued at `now_unix` (seconds) and valid for `ttl`.
     pub fn sign(&self, sub: &UserId, role: Role, ttl: Duration, now_unix: u64) -> Result<String, SignError> {
-        let claims = Claims { sub: sub.as_str().to_owned(), role, exp: now_unix.saturating_add(ttl.as_secs()) };
+        let claims = Claims {
+            sub: sub.as_str().to_owned(),
+            role,
+            exp: now_unix.saturating_add(ttl.as_secs()),
+            iat: Some(now_unix),
+            nbf: None,
+        };
         Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
     }
 
     /// Checks a token and reads its caller.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        // `jsonwebtoken` checks `exp` and `nbf`; `iat` and the lifetime are checked below.
+        let now_unix = jsonwebtoken::get_current_timestamp();
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
             use jsonwebtoken::errors::ErrorKind;
             let why = match err.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
                 ErrorKind::InvalidSignature => "the token's signature is wrong",
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "only HS256 tokens are accepted",
                 ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim (sub, exp)",
@@ -141,9 +181,21 @@ impl JwtKeys {
             };
             ApiError::unauthenticated(why)
         })?;
+        let claims = data.claims;
+        if claims.iat.is_some_and(|iat| iat > now_unix.saturating_add(LEEWAY_SECS)) {
+            return Err(ApiError::unauthenticated("the token was issued in the future (iat)"));
+        }
+        // A token without `iat` is measured from now: it may not outlive the maximum from here.
+        let lifetime = claims.exp.saturating_sub(claims.iat.unwrap_or(now_unix));
+        if lifetime > self.max_lifetime.as_secs() {
+            return Err(ApiError::unauthenticated(format!(
+                "the token lives {lifetime} s, longer than the {} s this server accepts",
+                self.max_lifetime.as_secs()
+            )));
+        }
         let user =
-            UserId::new(data.claims.sub).map_err(|_| ApiError::unauthenticated("the token's sub is not a user id"))?;
-        Ok(Principal { user, role: data.claims.role })
+            UserId::new(claims.sub).map_err(|_| ApiError::unauthenticated("the token's sub is not a user id"))?;
+        Ok(Principal { user, role: claims.role })
     }
 }
 
@@ -290,6 +342,67 @@ mod tests {
         let claims = serde_json::json!({"sub": "u", "role": "guest"});
         let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"s")).unwrap();
         assert_eq!(keys.verify(&token).unwrap_err().status(), 401);
+    }
+
+    /// A token with these claims, signed with `secret`.
+    fn raw_token(secret: &str, claims: serde_json::Value) -> String {
+        let header = jsonwebtoken::Header::new(Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    fn refusal(keys: &JwtKeys, claims: serde_json::Value) -> Option<String> {
+        let token = raw_token("s", claims);
+        keys.verify(&token).err().map(|err| {
+            assert_eq!((err.status(), err.code()), (axum::http::StatusCode::UNAUTHORIZED, "unauthenticated"));
+            err.problem().detail
+        })
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_with_the_exp_leeway() {
+        let keys = keys("s");
+        let claims = |nbf: u64| serde_json::json!({"sub": "u", "role": "guest", "exp": now() + 600, "nbf": nbf});
+        let detail = refusal(&keys, claims(now() + 60)).expect("refused");
+        assert!(detail.contains("nbf"), "{detail}");
+        assert_eq!(refusal(&keys, claims(now() - 60)), None, "valid since a minute");
+        assert_eq!(refusal(&keys, claims(now() + LEEWAY_SECS - 1)), None, "within the leeway");
+        assert!(refusal(&keys, serde_json::json!({"sub": "u", "role": "guest", "exp": now() + 600, "nbf": "soon"}))
+            .is_some());
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_maximum_is_refused() {
+        let keys = keys("s");
+        let day = 24 * 3600;
+        let issued = |iat: u64, lifetime: u64| serde_json::json!({"sub": "u", "role": "guest", "iat": iat, "exp": iat + lifetime});
+        assert_eq!(refusal(&keys, issued(now(), day)), None, "a day is the default maximum");
+        let detail = refusal(&keys, issued(now(), day + 1)).expect("refused");
+        assert!(detail.contains("86401 s") && detail.contains("86400 s"), "{detail}");
+        // Issued long ago and still valid: its whole lifetime counts, not what is left of it.
+        assert!(refusal(&keys, issued(now() - 300 * day, 301 * day)).is_some());
+        // Without `iat`, what is left of it counts.
+        let unissued = |exp: u64| serde_json::json!({"sub": "u", "role": "guest", "exp": exp});
+        assert_eq!(refusal(&keys, unissued(now() + 3600)), None);
+        assert!(refusal(&keys, unissued(now() + 365 * day)).is_some());
+        // Claiming to be issued later does not buy a longer life.
+        let detail = refusal(&keys, issued(now() + 30 * day, 3600)).expect("refused");
+        assert!(detail.contains("iat"), "{detail}");
+        assert_eq!(refusal(&keys, issued(now() + LEEWAY_SECS, day)), None, "within the leeway");
+    }
+
+    #[test]
+    fn the_maximum_lifetime_is_configurable_and_signed_tokens_carry_iat() {
+        let user = UserId::new("u").unwrap();
+        let keys = keys("s");
+        let day_long = keys.sign(&user, Role::Guest, DEFAULT_MAX_TOKEN_LIFETIME, now()).unwrap();
+        assert!(keys.verify(&day_long).is_ok(), "what `stay token` issues by default is accepted");
+        let hour = keys.clone().with_max_lifetime(Duration::from_secs(3600));
+        assert_eq!(hour.max_lifetime(), Duration::from_secs(3600));
+        assert_eq!(hour.verify(&day_long).unwrap_err().code(), "unauthenticated");
+        assert!(hour.verify(&keys.sign(&user, Role::Guest, Duration::from_secs(3600), now()).unwrap()).is_ok());
+        let week = keys.clone().with_max_lifetime(Duration::from_secs(7 * 24 * 3600));
+        let week_long = keys.sign(&user, Role::Guest, Duration::from_secs(7 * 24 * 3600), now()).unwrap();
+        assert!(week.verify(&week_long).is_ok() && keys.verify(&week_long).is_err());
     }
 
     #[test]

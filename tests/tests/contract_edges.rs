@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
+use stay_tests::server::TEST_SECRET;
 use stay_tests::{Answer, Backend, StayServer};
 
 fn day(offset: u64) -> NaiveDate {
@@ -291,4 +292,65 @@ async fn a_guests_reservations_page_through_a_cursor(backend: Backend) {
     let other = server.token("guest-2", "guest");
     let (ids, _) = all_pages(&server, &other, Some(50), newer.field("position")).await;
     assert!(ids.is_empty(), "{ids:?}");
+}
+
+/// A token with these claims, signed with the test server's secret.
+fn signed(claims: &Value) -> String {
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()))
+        .expect("sign")
+}
+
+fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// What `stay token` prints for these arguments, signed with the test server's secret.
+fn stay_token(args: &[&str]) -> String {
+    let output = std::process::Command::new(stay_tests::server::stay_binary())
+        .arg("token")
+        .args(args)
+        .args(["--jwt-secret", TEST_SECRET])
+        .env_remove("STAY_JWT_SECRET")
+        .output()
+        .expect("run stay token");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_not_valid_yet_or_living_too_long_are_refused() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let server = &server;
+    let me =
+        |token: String| async move { server.send(Method::GET, "/v1/me/notifications", Some(&token), None, &[]).await };
+    let hour = 3_600;
+    let day = 24 * hour;
+
+    for (claims, why) in [
+        (json!({"sub": "u", "role": "guest", "exp": now() + hour, "nbf": now() + 600}), "nbf"),
+        (json!({"sub": "u", "role": "guest", "iat": now(), "exp": now() + day + 60}), "longer"),
+        (json!({"sub": "u", "role": "guest", "iat": now() - 300 * day, "exp": now() + hour}), "longer"),
+        (json!({"sub": "u", "role": "guest", "exp": now() + 365 * day}), "longer"),
+        (json!({"sub": "u", "role": "guest", "iat": now() + 30 * day, "exp": now() + 30 * day + hour}), "iat"),
+    ] {
+        let answer = me(signed(&claims)).await;
+        assert_refused(&answer, 401, "unauthenticated");
+        assert!(answer.field("detail").contains(why), "{claims}: {}", answer.text);
+    }
+    for claims in [
+        json!({"sub": "u", "role": "guest", "exp": now() + hour, "nbf": now() - 600}),
+        json!({"sub": "u", "role": "guest", "exp": now() + hour, "nbf": now() + 2}),
+        json!({"sub": "u", "role": "guest", "iat": now(), "exp": now() + day}),
+    ] {
+        assert_eq!(me(signed(&claims)).await.status, 200, "{claims}");
+    }
+    // What `stay token` issues by default is accepted; a week-long one only where allowed.
+    assert_eq!(me(stay_token(&["--sub", "guest-1", "--role", "guest"])).await.status, 200);
+    let week = stay_token(&["--sub", "guest-1", "--role", "guest", "--ttl", "7d"]);
+    assert_refused(&me(week.clone()).await, 401, "unauthenticated");
+
+    let lenient = StayServer::start_with(Backend::Sqlite, &["--max-token-lifetime", "8d"]).await;
+    let answer = lenient.send(Method::GET, "/v1/me/notifications", Some(&week), None, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
 }
