@@ -27,8 +27,11 @@ use stay_store::{Arg, MigrationSet, SqlDatabase, StoreError};
 use uuid::Uuid;
 
 use stay_http::body::read_body;
+use stay_http::openapi::document_refusal;
 use stay_http::ApiError;
 use stay_http::Principal;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 
 /// The command API's own table.
 pub const IDEMPOTENCY_MIGRATIONS: MigrationSet = MigrationSet {
@@ -379,6 +382,30 @@ fn is_final(response: &Response) -> bool {
         || status == StatusCode::TOO_MANY_REQUESTS
         || response.headers().contains_key(header::RETRY_AFTER);
     !transient
+}
+
+/// Documents on a command route what keyed requests add: the `Idempotency-Key` header with its
+/// bounds, and the refusals of a key (a keyed request's body is read here, so it may be too large).
+pub fn document(operation: &mut Operation) {
+    let key = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_CHARS))
+        .pattern(Some("^[ -~]+$"));
+    let header = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some("Makes a retry answer what the first request did (1 to 200 printable ASCII characters)"))
+        .schema(Some(key))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(header);
+    let conflict = "`concurrent_modification`, `idempotency_key_in_progress` (with `Retry-After`)";
+    document_refusal(operation, 409, conflict);
+    let invalid = "`idempotency_key_reused`; `validation_failed`: the Idempotency-Key is malformed";
+    document_refusal(operation, 422, invalid);
+    document_refusal(operation, 413, "`body_too_large`");
+    document_refusal(operation, 400, "`unreadable_body`");
 }
 
 fn valid_key(key: &str) -> bool {

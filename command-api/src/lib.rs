@@ -123,6 +123,9 @@ pub fn router(api: CommandApi, config: CommandConfig) -> (axum::Router, OpenApi)
         .route_layer(middleware::from_fn_with_state(config.keys, auth::require_token))
         .route_layer(Extension(BodyLimit(config.max_body_bytes)))
         .split_for_parts();
+    for item in openapi.paths.paths.values_mut() {
+        stay_http::openapi::operations_mut(item).for_each(idempotency::document);
+    }
     let components = openapi.components.get_or_insert_with(Default::default);
     components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     (router, openapi)

@@ -6,6 +6,7 @@
 //! - [`body`] — bounded JSON bodies parsed into plain types, then into domain values ([`Check`]).
 //! - [`query`] — query strings ([`QueryParams`]); [`path`] — ids in paths ([`IdPath`]);
 //!   [`money`] — money on the wire ([`MoneyBody`]).
+//! - [`openapi`] — the refusals kinds of routes share, written into the OpenAPI document.
 //! - [`service`] — the whole server around the roles' routes: layers (request ids, the
 //!   in-flight bound, metrics) and endpoints (`/healthz`, `/readyz`, `/metrics`, OpenAPI).
 
@@ -14,6 +15,7 @@ pub mod body;
 mod endpoints;
 mod layers;
 pub mod money;
+pub mod openapi;
 pub mod path;
 pub mod problem;
 pub mod query;

@@ -70,6 +70,7 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
         api = api.merge(routes);
         openapi.merge(doc);
     }
+    crate::openapi::document_shared_refusals(&mut openapi);
     // A process with no /v1 routes (the projector role) has nothing to bound.
     let api =
         if api.has_routes() { api.route_layer(middleware::from_fn_with_state(permits, limit_in_flight)) } else { api };

@@ -1,7 +1,8 @@
 //! Fuzzing the command routes of a real `stay serve`: whatever arrives — arbitrary JSON, the right
 //! fields with the wrong types, huge numbers, odd Unicode, bytes that are not JSON, junk ids in
 //! paths, tokens good and bad, odd `Content-Type`s and `Idempotency-Key`s — the answer is never a
-//! 5xx, and every answer that is not a 2xx is a problem document (API.md, "Conventions").
+//! 5xx, every answer that is not a 2xx is a problem document (API.md, "Conventions"), and its
+//! status is one `/openapi.json` lists for the route.
 //!
 //! Each test starts one server with two rooms of `host-1` and one reservation of `guest-1`, so
 //! that requests carrying the right token and an almost valid body get deep into the handlers.
@@ -62,6 +63,18 @@ impl Route {
             Route::CancelReservation => format!("/v1/reservations/{id}/cancel"),
             Route::PostReview => format!("/v1/rooms/{id}/reviews"),
             Route::ReplyToReview => format!("/v1/reviews/{id}/reply"),
+        }
+    }
+
+    /// The path template the OpenAPI document lists the route under.
+    fn path_template(self) -> &'static str {
+        match self {
+            Route::RegisterRoom => "/v1/rooms",
+            Route::ChangeRoom | Route::DelistRoom => "/v1/rooms/{room_id}",
+            Route::RequestReservation => "/v1/reservations",
+            Route::CancelReservation => "/v1/reservations/{reservation_id}/cancel",
+            Route::PostReview => "/v1/rooms/{room_id}/reviews",
+            Route::ReplyToReview => "/v1/reviews/{review_id}/reply",
         }
     }
 
@@ -243,6 +256,8 @@ struct Fixture {
     server: StayServer,
     known: Known,
     callers: Vec<Caller>,
+    /// The statuses `/openapi.json` documents for each route.
+    documented: std::collections::BTreeMap<(Method, &'static str), Vec<u16>>,
     /// Requests that met a connection the server had closed, and were sent again.
     stale: std::cell::Cell<u32>,
 }
@@ -292,7 +307,30 @@ impl Fixture {
             check_in,
             check_out,
         };
-        Self { server, known, callers, stale: std::cell::Cell::new(0) }
+        let doc = server.get("/openapi.json").await.body;
+        let documented = ROUTES
+            .iter()
+            .map(|route| {
+                let method = route.method().as_str().to_ascii_lowercase();
+                let responses = doc["paths"][route.path_template()][method.as_str()]["responses"].as_object().cloned();
+                let statuses = responses.unwrap_or_default().keys().filter_map(|s| s.parse().ok()).collect();
+                ((route.method(), route.path_template()), statuses)
+            })
+            .collect();
+        Self { server, known, callers, documented, stale: std::cell::Cell::new(0) }
+    }
+
+    /// Whether the route's operation in the document lists the answer's status. Answers from
+    /// outside the operation (another method, an unknown route) are not its to document.
+    fn documents(&self, route: Route, case: &Case, answer: &Answer) -> Result<(), String> {
+        let elsewhere =
+            case.method != route.method() || ["route_not_found", "method_not_allowed"].contains(&answer.code());
+        let statuses =
+            self.documented.get(&(route.method(), route.path_template())).map(Vec::as_slice).unwrap_or_default();
+        if elsewhere || statuses.contains(&answer.status) {
+            return Ok(());
+        }
+        Err(format!("{} is not among the statuses the document lists for the route: {statuses:?}", answer.status))
     }
 
     async fn send(&self, case: &Case) -> Answer {
@@ -929,7 +967,7 @@ fn fuzz_every_route(backend: Backend, cases_per_route: u32) {
                 }
             };
             *tally.borrow_mut().entry((route as usize, answer.status, answer.code().to_owned())).or_insert(0) += 1;
-            verdict(&case.method, &answer).map_err(|why| {
+            verdict(&case.method, &answer).and_then(|()| fixture.documents(route, &case, &answer)).map_err(|why| {
                 TestCaseError::fail(format!("{why}\n{}  answer: {}", fixture.describe(&case), describe_answer(&answer)))
             })
         });
@@ -1107,7 +1145,7 @@ async fn hand_picked_nasty_inputs(backend: Backend) {
                     continue;
                 }
             };
-            if let Err(why) = verdict(&case.method, &answer) {
+            if let Err(why) = verdict(&case.method, &answer).and_then(|()| fixture.documents(route, &case, &answer)) {
                 failures.push(format!(
                     "{route:?}: {why}\n{}  answer: {}",
                     fixture.describe(&case),

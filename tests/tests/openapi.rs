@@ -212,6 +212,22 @@ async fn the_openapi_document_is_well_formed_and_lists_exactly_the_routes() {
     );
 }
 
+/// The statuses an operation documents.
+fn documented(operation: &Value) -> BTreeSet<u16> {
+    let responses = operation["responses"].as_object().cloned().unwrap_or_default();
+    responses.keys().filter_map(|status| status.parse().ok()).collect()
+}
+
+/// The operation's parameters (resolving `$ref`s), by name.
+fn parameters(doc: &Value, operation: &Value) -> BTreeMap<String, Value> {
+    let resolve = |param: &Value| match param.get("$ref").and_then(Value::as_str) {
+        Some(target) => doc.pointer(target.trim_start_matches('#')).cloned().unwrap_or(Value::Null),
+        None => param.clone(),
+    };
+    let list = operation["parameters"].as_array().cloned().unwrap_or_default();
+    list.iter().map(resolve).map(|p| (p["name"].as_str().unwrap_or("").to_owned(), p)).collect()
+}
+
 /// Fills a path template's parameters with fresh UUIDs.
 fn concrete(path: &str) -> String {
     path.split('/')
@@ -247,6 +263,10 @@ async fn every_documented_route_exists_and_nothing_else_does() {
         if unrouted || answer.status >= 500 {
             failures.push(format!("{http_method} {url} (documented as {path}): {} {}", answer.status, answer.text));
         }
+        if !documented(&operations[&(method.clone(), path.clone())]).contains(&answer.status) {
+            failures
+                .push(format!("{http_method} {url}: {} is not a documented status: {}", answer.status, answer.text));
+        }
         if !(200..300).contains(&answer.status) && !answer.is_problem() && path.starts_with("/v1/") {
             failures.push(format!(
                 "{http_method} {url}: a {} that is not a problem document: {}",
@@ -276,6 +296,117 @@ async fn every_documented_route_exists_and_nothing_else_does() {
             answer.text
         );
     }
+}
+
+/// What the probes of one operation send: extra query, headers, body and token.
+struct Probe {
+    label: &'static str,
+    query: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Vec<u8>>,
+    token: Option<String>,
+}
+
+/// Requests each route can be refused for by a layer or an extractor rather than its handler.
+fn probes(doc: &Value, method: &str, operation: &Value, server: &StayServer) -> Vec<Probe> {
+    let secured = operation["security"].as_array().is_some_and(|s| !s.is_empty());
+    let params = parameters(doc, operation);
+    let has_body = operation.get("requestBody").is_some();
+    let probe = |label, query: &str, body: Option<&[u8]>, token: Option<String>| Probe {
+        label,
+        query: query.to_owned(),
+        headers: Vec::new(),
+        body: body.map(<[u8]>::to_vec),
+        token,
+    };
+    let mut out = Vec::new();
+    for role in ["guest", "host", "admin"] {
+        out.push(probe("a token of each role", "", has_body.then_some(b"{}"), Some(server.token("probe-1", role))));
+    }
+    let any = || Some(server.token("probe-1", "admin"));
+    if secured {
+        out.push(probe("no token", "", None, None));
+        let expired = server.token("probe-1", "guest").replace('.', ".x");
+        out.push(probe("a broken token", "", None, Some(expired)));
+    }
+    if has_body {
+        for role in ["guest", "host", "admin"] {
+            let token = Some(server.token("probe-1", role));
+            out.push(probe("malformed JSON", "", Some(br#"{"name":"#), token.clone()));
+            out.push(probe("a body too large", "", Some(&vec![b' '; 100 * 1024]), token.clone()));
+            let mut text = probe("a body that is not JSON", "", Some(b"name=x"), token.clone());
+            text.headers.push(("content-type", "text/plain".to_owned()));
+            out.push(text);
+            out.push(probe("the wrong JSON", "", Some(b"[1, 2]"), token));
+        }
+    }
+    if ["post", "patch", "delete"].contains(&method) && secured {
+        for role in ["guest", "host", "admin"] {
+            let mut keyed = probe(
+                "a malformed Idempotency-Key",
+                "",
+                has_body.then_some(b"{}"),
+                Some(server.token("probe-1", role)),
+            );
+            keyed.headers.push(("idempotency-key", "k".repeat(201)));
+            out.push(keyed);
+        }
+    }
+    for (name, bad) in [
+        ("limit", "many"),
+        ("cursor", "garbage"),
+        ("after", "garbage"),
+        ("min_position", "garbage"),
+        ("wait_ms", "-1"),
+        ("as_of", "yesterday"),
+        ("status", "sleeping"),
+        ("reservation_id", "nope"),
+    ] {
+        if params.contains_key(name) {
+            out.push(probe("a parameter of the wrong shape", &format!("{name}={bad}"), None, any()));
+        }
+    }
+    if params.contains_key("min_position") {
+        out.push(probe("a position not reached", "min_position=999999999&wait_ms=1", None, any()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_a_route_answers_is_documented() {
+    let server = StayServer::start(Backend::Sqlite).await;
+    let doc = document(&server).await;
+    let mut undocumented = Vec::new();
+    let mut sent = 0;
+    for ((method, path), operation) in operations(&doc) {
+        if path == "/v1/live" || !path.starts_with("/v1/") {
+            continue;
+        }
+        let statuses = documented(&operation);
+        let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        for probe in probes(&doc, &method, &operation, &server) {
+            let url = match probe.query.as_str() {
+                "" => concrete(&path),
+                query => format!("{}?{query}", concrete(&path)),
+            };
+            let headers: Vec<(&str, &str)> = probe.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let answer = server.send_raw(http_method.clone(), &url, probe.token.as_deref(), probe.body, &headers).await;
+            sent += 1;
+            // A 5xx other than 504 `projection_behind` is a server failure, documented or not.
+            let failed = answer.status >= 500 && answer.status != 504;
+            if failed || !statuses.contains(&answer.status) || (answer.status >= 300 && !answer.is_problem()) {
+                undocumented.push(format!(
+                    "{} {url} ({}): {} {} — documented: {statuses:?}",
+                    method.to_uppercase(),
+                    probe.label,
+                    answer.status,
+                    answer.text.chars().take(300).collect::<String>()
+                ));
+            }
+        }
+    }
+    assert!(sent > 100, "only {sent} probes");
+    assert!(undocumented.is_empty(), "answers the document does not list:\n{}", undocumented.join("\n"));
 }
 
 /// The schema a `$ref` (or a nullable `oneOf` of one) stands for.

@@ -68,6 +68,7 @@ pub struct ReservationAnswer {
 /// Ask for a stay; the saga holds the nights, charges the card and confirms or rejects.
 #[utoipa::path(
     post, path = "/v1/reservations", tag = "reservations", request_body = RequestReservationRequest,
+    params(("Prefer" = Option<String>, Header, description = "`wait=N`: answer once the reservation is confirmed, rejected or cancelled, waiting at most N seconds (at most 30)")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "With `Prefer: wait`: the reservation in its final state", body = ReservationView),
@@ -147,7 +148,10 @@ pub async fn request_reservation(
 /// Cancel a pending or confirmed reservation (its guest, or an admin); the saga refunds and releases.
 #[utoipa::path(
     post, path = "/v1/reservations/{reservation_id}/cancel", tag = "reservations",
-    params(("reservation_id" = String, Path, description = "The reservation")),
+    params(
+        ("reservation_id" = String, Path, description = "The reservation"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: answer once the reservation is cancelled, waiting at most N seconds (at most 30)"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "With `Prefer: wait`: the cancelled reservation", body = ReservationView),
