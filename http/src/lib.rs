@@ -23,7 +23,7 @@ pub mod service;
 
 pub use auth::{Admins, Admits, Caller, Guests, GuestsOrAdmins, Hosts, JwtKeys, Principal, Role};
 pub use body::{BodyLimit, Check, JsonBody, DEFAULT_MAX_BODY_BYTES};
-pub use money::MoneyBody;
+pub use money::{MoneyBody, PriceBody};
 pub use path::{IdPath, NotFoundCode};
 pub use problem::{ApiError, FieldError, Problem, PROBLEM_JSON};
 pub use query::QueryParams;

@@ -69,8 +69,9 @@ pub async fn rebuild(
 #[into_params(parameter_in = Query)]
 pub struct FeedWindow {
     /// Events after this position (default: from the start).
+    #[param(pattern = "^([0-9]+(-[0-9]+)?)?$")]
     after: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100; 0 counts as 1, above 1000 as 1000).
     limit: Option<usize>,
 }
 
@@ -112,6 +113,7 @@ pub async fn feed(
 #[into_params(parameter_in = Query)]
 pub struct AsOf {
     /// The state as it was at this time (RFC 3339); default now.
+    #[param(format = DateTime)]
     as_of: Option<String>,
 }
 

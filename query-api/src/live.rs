@@ -26,6 +26,7 @@ use crate::QueryState;
 #[into_params(parameter_in = Query)]
 pub struct LiveParams {
     /// Resume after this position (like `Last-Event-ID`).
+    #[param(pattern = "^[0-9]+(-[0-9]+)?$")]
     after: Option<String>,
     /// A bearer token, for clients that cannot send an Authorization header.
     access_token: Option<String>,

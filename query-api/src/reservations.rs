@@ -128,7 +128,7 @@ pub async fn get_reservation(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Limit {
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100; below 1 counts as 1, above 1000 as 1000).
     limit: Option<i64>,
 }
 

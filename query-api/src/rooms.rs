@@ -165,9 +165,10 @@ impl IntoResponse for JsonAnswer {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RoomFilter {
-    /// At most this many (default 50, at most 500).
+    /// At most this many (default 50; below 1 counts as 1, above 500 as 500).
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
     cursor: Option<String>,
     /// Only this host's rooms.
     host_id: Option<String>,

@@ -20,8 +20,10 @@ use crate::progress::{Progress, ProgressWatch, Waited};
 #[into_params(parameter_in = Query)]
 pub struct Freshness {
     /// Answer only once the read model has reached this position (a command's `position`).
+    #[param(pattern = "^([0-9]+(-[0-9]+)?)?$")]
     pub min_position: Option<String>,
-    /// How long to wait for it, in milliseconds (default 5000, at most 30000).
+    /// How long to wait for it, in milliseconds (default 5000; more than 30000 counts as 30000).
+    #[param(minimum = 0)]
     pub wait_ms: Option<u64>,
 }
 

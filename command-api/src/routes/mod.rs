@@ -72,10 +72,10 @@ where
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
-    use stay_domain::{Address, CardToken, Description, ReviewComment, RoomName};
+    use stay_domain::{Address, Capacity, CardToken, Description, GuestCount, Rating, ReviewComment, RoomName};
     use utoipa::PartialSchema;
 
-    use super::reservations::PaymentRequest;
+    use super::reservations::{PaymentRequest, RequestReservationRequest};
     use super::reviews::{PostReviewRequest, ReplyRequest};
     use super::rooms::{ChangeRoomRequest, RegisterRoomRequest};
 
@@ -94,18 +94,26 @@ mod tests {
         (if min == 0 { None } else { Some(count(min)) }, Some(count(max)))
     }
 
+    fn range(min: u8, max: u8) -> (Option<i64>, Option<i64>) {
+        (Some(i64::from(min)), Some(i64::from(max)))
+    }
+
     #[test]
-    fn request_schemas_state_the_lengths_the_domain_keeps() {
+    fn request_schemas_state_the_bounds_the_domain_keeps() {
         for room in [schema::<RegisterRoomRequest>(), schema::<ChangeRoomRequest>()] {
             let text = |field| bounds(&room, field, "minLength", "maxLength");
             assert_eq!(text("name"), chars(RoomName::MIN_CHARS, RoomName::MAX_CHARS), "{room}");
             assert_eq!(text("description"), chars(Description::MIN_CHARS, Description::MAX_CHARS), "{room}");
             assert_eq!(text("address"), chars(Address::MIN_CHARS, Address::MAX_CHARS), "{room}");
+            assert_eq!(bounds(&room, "capacity", "minimum", "maximum"), range(Capacity::MIN, Capacity::MAX));
         }
+        let reservation = schema::<RequestReservationRequest>();
+        assert_eq!(bounds(&reservation, "guests", "minimum", "maximum"), range(GuestCount::MIN, GuestCount::MAX));
         let payment = schema::<PaymentRequest>();
         let card = bounds(&payment, "card_token", "minLength", "maxLength");
         assert_eq!(card, chars(CardToken::MIN_CHARS, CardToken::MAX_CHARS));
         let review = schema::<PostReviewRequest>();
+        assert_eq!(bounds(&review, "rating", "minimum", "maximum"), range(Rating::MIN, Rating::MAX));
         for comment in [review, schema::<ReplyRequest>()] {
             let text = bounds(&comment, "comment", "minLength", "maxLength");
             assert_eq!(text, chars(ReviewComment::MIN_CHARS, ReviewComment::MAX_CHARS));

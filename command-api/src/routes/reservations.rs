@@ -42,13 +42,17 @@ pub struct PaymentRequest {
 #[serde(deny_unknown_fields)]
 pub struct RequestReservationRequest {
     /// The room.
+    #[schema(format = Uuid)]
     pub room_id: String,
     /// The first night, `YYYY-MM-DD`.
+    #[schema(format = Date, pattern = r"^\d{4}-\d{2}-\d{2}$")]
     pub check_in: String,
     /// The day of departure, `YYYY-MM-DD`; after `check_in`, at most 30 nights later, and within
     /// the booking horizon (by default 730 days from today).
+    #[schema(format = Date, pattern = r"^\d{4}-\d{2}-\d{2}$")]
     pub check_out: String,
     /// How many guests, 1 to 16.
+    #[schema(minimum = 1, maximum = 16)]
     pub guests: i64,
     /// The card to charge.
     pub payment: PaymentRequest,

@@ -29,8 +29,10 @@ use stay_http::{ApiError, Problem};
 #[serde(deny_unknown_fields)]
 pub struct PostReviewRequest {
     /// The confirmed reservation the review is for.
+    #[schema(format = Uuid)]
     pub reservation_id: String,
     /// Stars, 1 to 5.
+    #[schema(minimum = 1, maximum = 5)]
     pub rating: i64,
     /// Up to 2,000 characters.
     #[schema(max_length = 2000)]

@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use stay_domain::{Address, Capacity, Description, PositiveMoney, RoomCommand, RoomId, RoomName};
+use stay_domain::{Address, Capacity, Description, RoomCommand, RoomId, RoomName};
 use utoipa::ToSchema;
 
 use super::{context, run};
@@ -14,11 +14,11 @@ use crate::CommandApi;
 use stay_http::auth::{Caller, Hosts};
 use stay_http::body::{Check, JsonBody};
 use stay_http::IdPath;
-use stay_http::MoneyBody;
+use stay_http::PriceBody;
 use stay_http::{ApiError, Problem};
 
 // Texts are counted in characters after trimming surrounding whitespace, and may not hold NUL.
-// The bounds below are the domain's (`RoomName`, `Description`, `Address`); the
+// The bounds below are the domain's (`RoomName`, `Description`, `Address`, `Capacity`); the
 // tests of `routes` hold them equal.
 
 /// A new room.
@@ -36,8 +36,9 @@ pub struct RegisterRoomRequest {
     #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub address: String,
     /// The price of one night; above zero.
-    pub nightly_price: MoneyBody,
+    pub nightly_price: PriceBody,
     /// Guests it sleeps, 1 to 16.
+    #[schema(minimum = 1, maximum = 16)]
     pub capacity: i64,
 }
 
@@ -54,9 +55,10 @@ pub struct ChangeRoomRequest {
     /// A new address: 1 to 500 characters.
     #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub address: Option<String>,
-    /// A new nightly price, in the room's currency.
-    pub nightly_price: Option<MoneyBody>,
-    /// A new capacity.
+    /// A new nightly price, in the room's currency; above zero.
+    pub nightly_price: Option<PriceBody>,
+    /// A new capacity, 1 to 16.
+    #[schema(minimum = 1, maximum = 16)]
     pub capacity: Option<i64>,
 }
 
@@ -92,7 +94,7 @@ pub async fn register_room(
     let name = check.field("name", RoomName::new(body.name));
     let description = check.field("description", Description::new(body.description.unwrap_or_default()));
     let address = check.field("address", Address::new(body.address));
-    let nightly_price = check.field("nightly_price", body.nightly_price.parse().and_then(PositiveMoney::new));
+    let nightly_price = check.field("nightly_price", body.nightly_price.parse());
     let capacity = check.field("capacity", Capacity::new(body.capacity));
     let (Some(name), Some(description), Some(address), Some(nightly_price), Some(capacity)) =
         (name, description, address, nightly_price, capacity)
@@ -149,8 +151,7 @@ pub async fn change_room(
     let name = body.name.map(|v| check.field("name", RoomName::new(v)));
     let description = body.description.map(|v| check.field("description", Description::new(v)));
     let address = body.address.map(|v| check.field("address", Address::new(v)));
-    let nightly_price =
-        body.nightly_price.map(|v| check.field("nightly_price", v.parse().and_then(PositiveMoney::new)));
+    let nightly_price = body.nightly_price.map(|v| check.field("nightly_price", v.parse()));
     let capacity = body.capacity.map(|v| check.field("capacity", Capacity::new(v)));
     // Each given field must have parsed; `Some(None)` is one that did not.
     let (Some(name), Some(description), Some(address), Some(nightly_price), Some(capacity)) = (
