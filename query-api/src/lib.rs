@@ -2,7 +2,6 @@
 //!
 //! - [`rooms`] — roomview and reviews, public.
 //! - [`reservations`] — a reservation, a guest's history, anyone's notifications.
-//! - [`guest_history`] — a guest's reservations, one page at a time.
 //! - [`admin`] — projection status and rebuilds, the global feed, an aggregate's history.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
@@ -10,7 +9,6 @@
 //! - [`room_cache`] — roomview's answers kept while the model stands still.
 
 pub mod admin;
-pub mod guest_history;
 pub mod live;
 pub mod progress;
 pub mod reservations;

@@ -16,7 +16,6 @@ use stay_projections::queries::reservations::{self, ReservationRow};
 use stay_store::{Position, StoreError};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::guest_history;
 use crate::wait::Freshness;
 use crate::QueryState;
 
@@ -175,7 +174,7 @@ pub async fn my_reservations(
     };
     let version = state.read_at("reservations", &freshness).await?.version;
     let limit = window.limit.unwrap_or(100).clamp(1, 1000);
-    let page = guest_history::page(&state.db, version, caller.principal.user.as_str(), before, limit).await?;
+    let page = reservations::of_guest(&state.db, version, caller.principal.user.as_str(), before, limit).await?;
     let items = page.rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(ReservationList { items, next_cursor: page.next.map(|position| position.to_string()) }))
 }

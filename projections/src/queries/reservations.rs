@@ -1,7 +1,7 @@
 //! The reservations model's rows: one reservation, a guest's reservations.
 
 use serde_json::Value;
-use stay_store::{Row, SqlDatabase, StoreError};
+use stay_store::{Position, Row, SqlDatabase, StoreError};
 
 use crate::models::reservations;
 
@@ -88,12 +88,60 @@ pub async fn reservation(db: &SqlDatabase, v: i64, reservation_id: &str) -> Resu
     db.rows(&sql, &[reservation_id.into()]).await?.first().map(ReservationRow::read).transpose()
 }
 
-/// `guest_id`'s newest reservations in version `v`, at most `limit`.
-pub async fn of_guest(db: &SqlDatabase, v: i64, guest_id: &str, limit: i64) -> Result<Vec<ReservationRow>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM {} WHERE guest_id = $1 \
-         ORDER BY created_position_major DESC, created_position_minor DESC LIMIT $2",
-        reservations::table(v)
-    );
-    db.rows(&sql, &[guest_id.into(), limit.into()]).await?.iter().map(ReservationRow::read).collect()
+/// One page of a guest's reservations, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestPage {
+    /// The reservations.
+    pub rows: Vec<ReservationRow>,
+    /// Where the next page starts (the creation position of a full page's last reservation).
+    pub next: Option<Position>,
+}
+
+/// At most `limit` of `guest_id`'s reservations in version `v`, newest first, created before
+/// `before` (or the newest, without it), in one statement that the model's `(guest_id, created
+/// position)` index answers. The cursor is the creation position of the page's last reservation,
+/// so paging never repeats or skips one, even while new ones arrive at the top.
+pub async fn of_guest(
+    db: &SqlDatabase,
+    v: i64,
+    guest_id: &str,
+    before: Option<Position>,
+    limit: i64,
+) -> Result<GuestPage, StoreError> {
+    let t = reservations::table(v);
+    let columns = format!("{COLUMNS}, created_position_major, created_position_minor");
+    let order = "ORDER BY created_position_major DESC, created_position_minor DESC";
+    let rows = match before {
+        None => {
+            let sql = format!("SELECT {columns} FROM {t} WHERE guest_id = $1 {order} LIMIT $2");
+            db.rows(&sql, &[guest_id.into(), limit.into()]).await?
+        }
+        Some(before) => {
+            let sql = format!(
+                "SELECT {columns} FROM {t} WHERE guest_id = $1 AND (created_position_major < $2 \
+                 OR (created_position_major = $2 AND created_position_minor < $3)) {order} LIMIT $4"
+            );
+            let (major, minor) = (stored(before.major()), stored(before.minor()));
+            db.rows(&sql, &[guest_id.into(), major.into(), minor.into(), limit.into()]).await?
+        }
+    };
+    let next = match rows.last() {
+        Some(last) if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit => Some(Position::new(
+            position_part(last.int("created_position_major")?)?,
+            position_part(last.int("created_position_minor")?)?,
+        )),
+        _ => None,
+    };
+    let rows = rows.iter().map(ReservationRow::read).collect::<Result<_, _>>()?;
+    Ok(GuestPage { rows, next })
+}
+
+/// A position part as the model stores it (a signed 64-bit integer).
+fn stored(part: u64) -> i64 {
+    i64::try_from(part).unwrap_or(i64::MAX)
+}
+
+/// A stored position part back as a position's.
+fn position_part(stored: i64) -> Result<u64, StoreError> {
+    u64::try_from(stored).map_err(|_| StoreError::Decode(format!("a creation position part is negative: {stored}")))
 }
