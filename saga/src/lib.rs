@@ -6,4 +6,6 @@ pub mod instance;
 pub mod payment_ledger;
 pub mod provider;
 pub mod schedule;
+#[cfg(test)]
+mod testing;
 pub mod worker;

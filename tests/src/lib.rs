@@ -4,6 +4,7 @@
 //! Every test makes its own database (PostgreSQL) or directory (SQLite) and removes it at the
 //! end, even when it fails, so tests never depend on each other or on what a run left behind.
 
+pub mod bodies;
 pub mod databases;
 pub mod feed;
 pub mod payment_sim;

@@ -4,10 +4,11 @@
 //! Where a route needs a confirmed or rejected reservation, the server's own saga makes one
 //! (`Prefer: wait` with the simulator's card tokens).
 
-use chrono::{Days, NaiveDate, Utc};
+use chrono::Utc;
 use reqwest::Method;
 use serde_json::{json, Value};
 use stay_domain::RoomId;
+use stay_tests::bodies::{day, room_body};
 use stay_tests::{Answer, Backend, StayServer};
 
 /// Runs each listed test on SQLite and on PostgreSQL.
@@ -32,20 +33,6 @@ on_both_backends!(
     replying_to_a_review,
     tokens_are_checked,
 );
-
-fn day(offset: u64) -> NaiveDate {
-    Utc::now().date_naive().checked_add_days(Days::new(offset)).expect("date")
-}
-
-fn room_body() -> Value {
-    json!({
-        "name": "Loft by the river",
-        "description": "Quiet, bright, two windows.",
-        "address": "1 Quay Street, Porto",
-        "nightly_price": {"amount_minor": 12000, "currency": "EUR"},
-        "capacity": 2
-    })
-}
 
 fn reservation_body(room_id: &str, from: u64, to: u64) -> Value {
     json!({

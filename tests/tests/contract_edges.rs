@@ -4,25 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{Datelike, Days, NaiveDate, Utc};
+use chrono::{Datelike, Utc};
 use reqwest::Method;
 use serde_json::{json, Value};
+use stay_tests::bodies::{day, room_body};
 use stay_tests::server::TEST_SECRET;
 use stay_tests::{Answer, Backend, StayServer};
-
-fn day(offset: u64) -> NaiveDate {
-    Utc::now().date_naive().checked_add_days(Days::new(offset)).expect("date")
-}
-
-fn room_body() -> Value {
-    json!({
-        "name": "Loft by the river",
-        "description": "Quiet, bright, two windows.",
-        "address": "1 Quay Street, Porto",
-        "nightly_price": {"amount_minor": 12000, "currency": "EUR"},
-        "capacity": 2
-    })
-}
 
 fn reservation_body(room_id: &str, check_in: &str, check_out: &str) -> Value {
     json!({

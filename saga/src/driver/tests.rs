@@ -16,13 +16,11 @@ use cqrs_es::Aggregate;
 use stay_domain::reservation::ReservationDetails;
 use stay_domain::room::EntryState;
 use stay_domain::{
-    Address, Capacity, CardToken, Currency, Description, DomainServices, FixedClock, GuestCount, Money, PositiveMoney,
-    RejectionReason, ReservationCommand, ReservationId, RoomCommand, RoomId, RoomName, StayDates, UserId,
+    Currency, DomainServices, FixedClock, Money, RejectionReason, ReservationCommand, ReservationId, RoomId, UserId,
 };
 use stay_store::{EventStore, ExecutorConfig, StoreOptions, StoreUrl};
 use tempfile::TempDir;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use super::*;
 use crate::instance::{Deadline, Outcome, SagaStatus, StepOutcome};
@@ -33,6 +31,7 @@ use crate::provider::{
     VoidRequest,
 };
 use crate::schedule::SAGA_MIGRATIONS;
+use crate::testing;
 
 /// Three nights at 120.00 EUR.
 const PRICE_MINOR: i64 = 36_000;
@@ -51,6 +50,7 @@ fn price() -> Money {
 
 /// A store, the executors, the saga's driver and the provider, on a clock standing at [`start`].
 struct World {
+    _drives: tokio::sync::MutexGuard<'static, ()>,
     _dir: TempDir,
     store: EventStore,
     executors: Arc<Executors>,
@@ -69,6 +69,7 @@ impl World {
 
     /// The driver calls whatever `provider` makes of the simulator.
     async fn with(config: SagaConfig, provider: impl FnOnce(Arc<Simulator>) -> Arc<dyn PaymentProvider>) -> Self {
+        let drives = testing::DRIVES.lock().await;
         let dir = TempDir::new().unwrap();
         let url = StoreUrl::Sqlite(dir.path().join("stay.db"));
         let store = EventStore::open(&url, StoreOptions::default()).await.unwrap();
@@ -85,18 +86,9 @@ impl World {
         let schedule = Schedule::new(db.clone());
         let driver = Driver::new(executors.clone(), sagas, provider(simulator.clone()), schedule, time, config);
 
-        let room_id = RoomId::from_uuid(Uuid::new_v4());
-        let register = RoomCommand::RegisterRoom {
-            room_id,
-            host_id: UserId::new("host-1").unwrap(),
-            name: RoomName::new("Harbour view").unwrap(),
-            description: Description::default(),
-            address: Address::new("1 Quay Street").unwrap(),
-            nightly_price: PositiveMoney::new(Money::new(12_000, Currency::new("EUR").unwrap()).unwrap()).unwrap(),
-            capacity: Capacity::new(2).unwrap(),
-        };
-        executors.rooms.execute(&room_id.to_string(), register, &CommandContext::new("host-1")).await.unwrap();
+        let room_id = testing::register_room(&executors).await;
         Self {
+            _drives: drives,
             _dir: dir,
             store,
             executors,
@@ -110,19 +102,8 @@ impl World {
 
     /// A guest asks for three nights in July, paying with `card`.
     async fn request(&self, card: &str) -> ReservationId {
-        let reservation_id = ReservationId::from_uuid(Uuid::new_v4());
         let check_in = NaiveDate::from_ymd_opt(2030, 7, 1).unwrap();
-        let command = ReservationCommand::RequestReservation {
-            reservation_id,
-            room_id: self.room_id,
-            guest_id: guest(),
-            stay: StayDates::new(check_in, check_in + TimeDelta::days(3)).unwrap(),
-            guests: GuestCount::new(2).unwrap(),
-            card_token: CardToken::new(card).unwrap(),
-        };
-        let id = reservation_id.to_string();
-        self.executors.reservations.execute(&id, command, &CommandContext::new("guest-1")).await.unwrap();
-        reservation_id
+        testing::request(&self.executors, self.room_id, check_in, card).await
     }
 
     /// The guest asks to cancel.
@@ -557,6 +538,11 @@ async fn each_step_runs_in_a_span_and_a_confirmed_saga_is_recorded_in_two_commit
     let last_of_each = [recorded[3].position.to_string(), recorded[6].position.to_string()];
     assert_eq!(positions, last_of_each);
     assert_eq!(recorded.len(), 7);
+    // The same two records as the store has them: the events of one record share its command id.
+    let commands: Vec<String> = recorded.iter().map(|event| event.metadata["command_id"].to_string()).collect();
+    let first = format!("\"saga:{id}:0\"");
+    let second = format!("\"saga:{id}:4\"");
+    assert_eq!(commands, [&*first, &first, &first, &first, &second, &second, &second]);
     assert!(matches!(recorded[3].event_type.as_str(), "DeadlineSet"), "{:?}", recorded[3].event_type);
 }
 

@@ -5,24 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta};
-use stay_domain::{
-    Address, Capacity, CardToken, Currency, Description, DomainServices, GuestCount, Money, PositiveMoney,
-    ReservationCommand, ReservationId, RoomCommand, RoomId, RoomName, StayDates, UserId,
-};
-use stay_store::{
-    CommandContext, EventStore, Executor, ExecutorConfig, Executors, StoreOptions, StoreUrl, SystemClock,
-};
+use stay_domain::{DomainServices, RoomId};
+use stay_store::{EventStore, Executor, ExecutorConfig, Executors, StoreOptions, StoreUrl, SystemClock};
 use tempfile::TempDir;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use super::*;
 use crate::driver::{Driver, SagaConfig};
 use crate::instance::SagaInstance;
 use crate::provider::simulator::{cards, Simulator};
 use crate::schedule::SAGA_MIGRATIONS;
+use crate::testing;
 
 struct World {
+    _drives: tokio::sync::MutexGuard<'static, ()>,
     _dir: TempDir,
     executors: Arc<Executors>,
     worker: Arc<SagaWorker>,
@@ -32,6 +28,7 @@ struct World {
 impl World {
     /// A worker with `slots` drive slots over a fresh store with one room.
     async fn new(slots: usize) -> Self {
+        let drives = testing::DRIVES.lock().await;
         let dir = TempDir::new().unwrap();
         let url = StoreUrl::Sqlite(dir.path().join("stay.db"));
         let store = EventStore::open(&url, StoreOptions::default()).await.unwrap();
@@ -48,35 +45,14 @@ impl World {
             Driver::new(executors.clone(), sagas, provider, schedule.clone(), clock.clone(), SagaConfig::default());
         let worker = SagaWorker::new(store, schedule, Arc::new(driver), clock, slots, Duration::from_secs(5));
 
-        let room_id = RoomId::from_uuid(Uuid::new_v4());
-        let register = RoomCommand::RegisterRoom {
-            room_id,
-            host_id: UserId::new("host-1").unwrap(),
-            name: RoomName::new("Harbour view").unwrap(),
-            description: Description::default(),
-            address: Address::new("1 Quay Street").unwrap(),
-            nightly_price: PositiveMoney::new(Money::new(12_000, Currency::new("EUR").unwrap()).unwrap()).unwrap(),
-            capacity: Capacity::new(2).unwrap(),
-        };
-        executors.rooms.execute(&room_id.to_string(), register, &CommandContext::new("host-1")).await.unwrap();
-        Self { _dir: dir, executors, worker: Arc::new(worker), room_id }
+        let room_id = testing::register_room(&executors).await;
+        Self { _drives: drives, _dir: dir, executors, worker: Arc::new(worker), room_id }
     }
 
     /// A guest asks for the `nth` week of 2030 (distinct weeks never collide).
     async fn request(&self, nth: i64) -> String {
-        let reservation_id = ReservationId::from_uuid(Uuid::new_v4());
         let check_in = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap() + TimeDelta::weeks(nth);
-        let command = ReservationCommand::RequestReservation {
-            reservation_id,
-            room_id: self.room_id,
-            guest_id: UserId::new("guest-1").unwrap(),
-            stay: StayDates::new(check_in, check_in + TimeDelta::days(3)).unwrap(),
-            guests: GuestCount::new(2).unwrap(),
-            card_token: CardToken::new(cards::VISA).unwrap(),
-        };
-        let id = reservation_id.to_string();
-        self.executors.reservations.execute(&id, command, &CommandContext::new("guest-1")).await.unwrap();
-        id
+        testing::request(&self.executors, self.room_id, check_in, cards::VISA).await.to_string()
     }
 
     /// Each instance's lease owner, by id.
