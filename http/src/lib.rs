@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod path;
 pub mod problem;
 pub mod query;
+mod refusal_log;
 pub mod service;
 
 pub use auth::{Admins, Admits, Caller, Guests, GuestsOrAdmins, Hosts, JwtKeys, Principal, Role};

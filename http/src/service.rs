@@ -12,13 +12,15 @@
 //! The layers themselves are in `layers.rs`, the endpoints in `endpoints.rs`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
 use axum::middleware;
 use axum::Router;
 use stay_store::{EventStore, Executors, MigrationSet, SqlDatabase};
 use tokio::sync::Semaphore;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
@@ -27,6 +29,7 @@ use utoipa_axum::routes;
 
 use crate::endpoints::{self, OpsState};
 use crate::layers::{close_after_refused_body, limit_in_flight, record_metrics, unknown_route, wrong_method};
+use crate::refusal_log;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -102,8 +105,12 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
                     let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
                     tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
                 })
-                // A 503 under overload is the service working as meant, not an error to page on.
-                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+                // A 503 (overload, a stop, the payment provider's open circuit) is the service
+                // working as meant: counted, and logged in aggregate, never a line per request.
+                .on_failure(|failure: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span| match failure {
+                    ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => refusal_log::refused(),
+                    failure => tracing::warn!(classification = %failure, latency_ms = latency.as_millis(), "response failed"),
+                }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     (router, openapi)

@@ -154,6 +154,18 @@ async fn overload_is_shed_fast(backend: Backend) {
     // The service endpoints stay reachable.
     assert_eq!(server.get("/healthz").await.status, 200);
 
+    // A storm of refusals is counted and logged in aggregate, not a line per request.
+    let mut refused = 1;
+    for _ in 0..300 {
+        refused += usize::from(server.post("/v1/rooms", &host, &room_body("Loft")).await.status == 503);
+    }
+    assert_eq!(refused, 301);
+    let logs = server.logs();
+    let per_request = logs.lines().filter(|line| line.contains("response failed")).count();
+    let reports: Vec<&str> = logs.lines().filter(|line| line.contains("requests answered 503")).collect();
+    assert_eq!(per_request, 0, "one line per refusal:\n{logs}");
+    assert!((1..=5).contains(&reports.len()), "reports: {reports:#?}");
+
     drop(slow);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.post("/v1/rooms", &host, &room_body("Loft")).await.status, 201);
