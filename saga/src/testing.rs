@@ -5,8 +5,22 @@ use stay_domain::{
     Address, Capacity, CardToken, Currency, Description, GuestCount, Money, PositiveMoney, ReservationCommand,
     ReservationId, RoomCommand, RoomId, RoomName, StayDates, UserId,
 };
-use stay_store::{CommandContext, Executors};
+use stay_store::{CommandContext, EventStore, Executors, SqlDatabase, StoreOptions, StoreUrl};
+use tempfile::TempDir;
 use uuid::Uuid;
+
+use crate::schedule::SAGA_MIGRATIONS;
+
+/// A fresh SQLite store in a temporary directory, with the log's and the saga's tables.
+pub async fn fresh_store() -> (TempDir, EventStore, SqlDatabase) {
+    let dir = TempDir::new().unwrap();
+    let url = StoreUrl::Sqlite(dir.path().join("stay.db"));
+    let store = EventStore::open(&url, StoreOptions::default()).await.unwrap();
+    store.migrate().await.unwrap();
+    let db = store.sql_database().unwrap();
+    db.migrate(&SAGA_MIGRATIONS).await.unwrap();
+    (dir, store, db)
+}
 
 /// Registers "Harbour view" (two guests, 120.00 EUR a night) for host-1.
 pub async fn register_room(executors: &Executors) -> RoomId {

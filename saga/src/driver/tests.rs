@@ -18,7 +18,7 @@ use stay_domain::room::EntryState;
 use stay_domain::{
     Currency, DomainServices, FixedClock, Money, RejectionReason, ReservationCommand, ReservationId, RoomId, UserId,
 };
-use stay_store::{EventStore, ExecutorConfig, StoreOptions, StoreUrl};
+use stay_store::{EventStore, ExecutorConfig};
 use tempfile::TempDir;
 use tokio::sync::Notify;
 
@@ -30,7 +30,6 @@ use crate::provider::{
     ChargeOutcome, ChargeRequest, LedgerEntry, LedgerStatus, ProviderError, RefundOutcome, RefundRequest, VoidOutcome,
     VoidRequest,
 };
-use crate::schedule::SAGA_MIGRATIONS;
 use crate::testing;
 
 /// Three nights at 120.00 EUR.
@@ -70,12 +69,7 @@ impl World {
     /// The driver calls whatever `provider` makes of the simulator.
     async fn with(config: SagaConfig, provider: impl FnOnce(Arc<Simulator>) -> Arc<dyn PaymentProvider>) -> Self {
         let drives = testing::DRIVES.lock().await;
-        let dir = TempDir::new().unwrap();
-        let url = StoreUrl::Sqlite(dir.path().join("stay.db"));
-        let store = EventStore::open(&url, StoreOptions::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        let db = store.sql_database().unwrap();
-        db.migrate(&SAGA_MIGRATIONS).await.unwrap();
+        let (dir, store, db) = testing::fresh_store().await;
 
         let clock = Arc::new(FixedClock::at(start()));
         let time: Arc<dyn Clock> = clock.clone();

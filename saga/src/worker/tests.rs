@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta};
 use stay_domain::{DomainServices, RoomId};
-use stay_store::{EventStore, Executor, ExecutorConfig, Executors, StoreOptions, StoreUrl, SystemClock};
+use stay_store::{Executor, ExecutorConfig, Executors, SystemClock};
 use tempfile::TempDir;
 use tokio::sync::watch;
 
@@ -14,7 +14,6 @@ use super::*;
 use crate::driver::{Driver, SagaConfig};
 use crate::instance::SagaInstance;
 use crate::provider::simulator::{cards, Simulator};
-use crate::schedule::SAGA_MIGRATIONS;
 use crate::testing;
 
 struct World {
@@ -29,12 +28,7 @@ impl World {
     /// A worker with `slots` drive slots over a fresh store with one room.
     async fn new(slots: usize) -> Self {
         let drives = testing::DRIVES.lock().await;
-        let dir = TempDir::new().unwrap();
-        let url = StoreUrl::Sqlite(dir.path().join("stay.db"));
-        let store = EventStore::open(&url, StoreOptions::default()).await.unwrap();
-        store.migrate().await.unwrap();
-        let db = store.sql_database().unwrap();
-        db.migrate(&SAGA_MIGRATIONS).await.unwrap();
+        let (dir, store, db) = testing::fresh_store().await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let executors = Arc::new(Executors::new(&store, clock.clone(), ExecutorConfig::default()));
         let services = Arc::new(DomainServices::new(clock.clone()));
