@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,7 +120,8 @@ pub struct ServeArgs {
 /// How the saga reaches the payment provider and paces itself.
 #[derive(Debug, Args)]
 pub struct SagaArgs {
-    /// `simulator` (in process) or the URL of a provider such as `stay payment-sim` (http://HOST:PORT).
+    /// `simulator` (in process, its ledger kept in DATA_DIR/payment-simulator.jsonl) or the URL of a
+    /// provider such as `stay payment-sim` (http://HOST:PORT).
     #[arg(long, env = "STAY_PAYMENT_PROVIDER", default_value = "simulator")]
     payment_provider: String,
 
@@ -172,8 +174,19 @@ impl PaymentsGate for BreakerGate {
     }
 }
 
+/// The in-process simulator's ledger file, in the data directory.
+pub const SIMULATOR_LEDGER_FILE: &str = "payment-simulator.jsonl";
+
 /// The provider the saga calls, wrapped in timeouts, retries and a breaker.
-fn payment_provider(args: &SagaArgs) -> anyhow::Result<(Arc<dyn PaymentProvider>, CircuitHandle)> {
+///
+/// The in-process simulator keeps its ledger in `data_dir` when this process drives sagas, so a
+/// crash loses nothing it answered (a refund after a restart finds the charge). A process that
+/// does not drive sagas never calls it, and leaves the file to the one that does.
+fn payment_provider(
+    args: &SagaArgs,
+    data_dir: &Path,
+    drives_sagas: bool,
+) -> anyhow::Result<(Arc<dyn PaymentProvider>, CircuitHandle)> {
     let resilience = ResilienceConfig {
         call_timeout: args.payment_call_timeout,
         failure_threshold: args.payment_breaker_threshold,
@@ -181,7 +194,13 @@ fn payment_provider(args: &SagaArgs) -> anyhow::Result<(Arc<dyn PaymentProvider>
         ..ResilienceConfig::default()
     };
     if args.payment_provider == "simulator" {
-        let provider = Resilient::new(Simulator::new(), resilience);
+        let simulator = if drives_sagas {
+            std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+            Simulator::with_ledger_file(data_dir.join(SIMULATOR_LEDGER_FILE))?
+        } else {
+            Simulator::new()
+        };
+        let provider = Resilient::new(simulator, resilience);
         let circuit = provider.circuit_handle();
         return Ok((Arc::new(provider), circuit));
     }
@@ -224,7 +243,7 @@ impl Application {
         let keys = JwtKeys::new(&args.secret.secret(&args.store.data_dir)?).with_max_lifetime(args.max_token_lifetime);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let executors = Arc::new(Executors::new(&store, clock.clone(), ExecutorConfig::default()));
-        let (provider, circuit) = payment_provider(&args.saga)?;
+        let (provider, circuit) = payment_provider(&args.saga, &args.store.data_dir, args.role.runs_saga())?;
 
         let mut v1 = Vec::new();
         let mut saga = None;

@@ -5,12 +5,18 @@
 //! the saga must survive: errors that heal after a few attempts (`tok_error`), charges that go
 //! through but are never answered (`tok_timeout`), and slow answers (`tok_slow`). With
 //! [`Simulator::with_ledger_file`] the ledger is an append-only JSON-lines file, so a restarted
-//! `stay payment-sim` still knows every key it has answered and never charges one twice.
+//! simulator (`stay payment-sim --ledger`, or the one inside `stay serve`, which keeps its file in
+//! the data directory) still knows every key it has answered and never charges one twice.
+//!
+//! Nothing is answered before it is on disk. Calls made at the same time share one `fsync` (a
+//! group commit, as the event log does): each call writes its line under the books' lock, then
+//! waits, outside it, until a sync covers everything written so far.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +67,12 @@ pub enum LedgerFileError {
         /// What the system said.
         source: io::Error,
     },
+    /// Another simulator (another process) keeps its books in the file.
+    #[error("the ledger file {path} is in use by another process (one simulator per ledger file)")]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
     /// A line other than the last is not a ledger entry: the file was damaged or edited.
     #[error("line {line} of the ledger file {path} is not a ledger entry: {source}")]
     Corrupt {
@@ -78,8 +90,8 @@ pub enum LedgerFileError {
 #[derive(Debug)]
 pub struct Simulator {
     books: Arc<Mutex<Books>>,
-    /// Whether writes touch the disk, in which case they run on the blocking pool.
-    durable: bool,
+    /// With a ledger file: what makes its lines durable. Calls then run on the blocking pool.
+    sync: Option<Arc<GroupSync>>,
 }
 
 impl Default for Simulator {
@@ -91,7 +103,7 @@ impl Default for Simulator {
 impl Simulator {
     /// A simulator with an empty ledger kept in memory only.
     pub fn new() -> Self {
-        Self { books: Arc::new(Mutex::new(Books::default())), durable: false }
+        Self { books: Arc::new(Mutex::new(Books::default())), sync: None }
     }
 
     /// A simulator whose ledger is the JSON-lines file at `path`: entries already there are loaded
@@ -101,6 +113,12 @@ impl Simulator {
         let path = path.as_ref().to_path_buf();
         let io_error = |source| LedgerFileError::Io { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io_error)?;
+        // Two simulators appending to one file would each answer from books the other cannot see.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LedgerFileError::InUse { path: path.clone() }),
+            Err(std::fs::TryLockError::Error(err)) => return Err(io_error(err)),
+        }
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io_error)?;
 
@@ -126,25 +144,70 @@ impl Simulator {
             // A complete entry whose newline was lost: end the line so the next one starts fresh.
             file.write_all(b"\n").and_then(|()| file.sync_data()).map_err(io_error)?;
         }
-        books.journal = Some(Journal { file, path });
-        Ok(Self { books: Arc::new(Mutex::new(books)), durable: true })
+        let sync = Arc::new(GroupSync {
+            file: file.try_clone().map_err(io_error)?,
+            path: path.clone(),
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
+        });
+        books.journal = Some(Journal { file, path, sync: Arc::clone(&sync) });
+        Ok(Self { books: Arc::new(Mutex::new(books)), sync: Some(sync) })
     }
 
-    /// Runs `operation` on the books. With a ledger file it runs on the blocking pool (it fsyncs),
-    /// which also makes it cancel-safe: a caller that gives up cannot leave an entry written to
-    /// the file but missing from memory, which would let a retry charge twice.
+    /// Runs `operation` on the books. With a ledger file it runs on the blocking pool, and answers
+    /// only once every line written so far is synced: its own, and any line another call wrote
+    /// whose answer this one repeats. On the blocking pool it is also cancel-safe: a caller that
+    /// gives up cannot leave an entry written to the file but missing from memory, which would let
+    /// a retry charge twice.
     async fn with_books<T, F>(&self, operation: F) -> Result<T, ProviderError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Books) -> Result<T, ProviderError> + Send + 'static,
     {
-        if !self.durable {
+        let Some(sync) = &self.sync else {
             return operation(&mut *lock(&self.books)?);
+        };
+        let (books, sync) = (Arc::clone(&self.books), Arc::clone(sync));
+        tokio::task::spawn_blocking(move || {
+            let answer = operation(&mut *lock(&books)?)?;
+            sync.through(sync.written.load(Ordering::Acquire))?;
+            Ok(answer)
+        })
+        .await
+        .map_err(|err| ProviderError::Unavailable(format!("the simulator failed: {err}")))?
+    }
+}
+
+/// One `fsync` for every line written while the previous one ran.
+#[derive(Debug)]
+struct GroupSync {
+    /// The ledger file (a second handle on it), for `sync_data`.
+    file: File,
+    path: PathBuf,
+    /// Lines written so far.
+    written: AtomicU64,
+    /// Lines known to be on disk.
+    synced: Mutex<u64>,
+}
+
+impl GroupSync {
+    /// Returns once the first `lines` lines are on disk, syncing them (and any written since)
+    /// unless a sync that covers them has already run. Callers waiting here while another syncs
+    /// find their lines covered when it is done, so one `fsync` answers them all.
+    fn through(&self, lines: u64) -> Result<(), ProviderError> {
+        let mut synced = self
+            .synced
+            .lock()
+            .map_err(|_| ProviderError::Unavailable("the simulator's sync is poisoned".to_owned()))?;
+        if *synced >= lines {
+            return Ok(());
         }
-        let books = Arc::clone(&self.books);
-        tokio::task::spawn_blocking(move || operation(&mut *lock(&books)?))
-            .await
-            .map_err(|err| ProviderError::Unavailable(format!("the simulator failed: {err}")))?
+        let covered = self.written.load(Ordering::Acquire);
+        self.file.sync_data().map_err(|err| {
+            ProviderError::Unavailable(format!("the simulator cannot sync its ledger {}: {err}", self.path.display()))
+        })?;
+        *synced = covered;
+        Ok(())
     }
 }
 
@@ -231,10 +294,12 @@ impl Charge {
 struct Journal {
     file: File,
     path: PathBuf,
+    sync: Arc<GroupSync>,
 }
 
 impl Journal {
-    /// Appends one line and syncs it; on failure the file is cut back so no half line remains.
+    /// Appends one line, to be synced by [`GroupSync::through`] before it is answered; on failure
+    /// the file is cut back so no half line remains.
     fn append(&mut self, recorded: &Recorded) -> Result<(), ProviderError> {
         let unavailable = |err: &dyn std::fmt::Display| {
             ProviderError::Unavailable(format!("the simulator cannot write its ledger {}: {err}", self.path.display()))
@@ -242,12 +307,12 @@ impl Journal {
         let mut line = serde_json::to_vec(recorded).map_err(|err| unavailable(&err))?;
         line.push(b'\n');
         let length = self.file.metadata().map_err(|err| unavailable(&err))?.len();
-        let written = self.file.write_all(&line).and_then(|()| self.file.sync_data());
-        if let Err(err) = written {
+        if let Err(err) = self.file.write_all(&line) {
             // Best effort: the entry is not answered, so it must not survive a restart either.
             let _ = self.file.set_len(length);
             return Err(unavailable(&err));
         }
+        self.sync.written.fetch_add(1, Ordering::Release);
         Ok(())
     }
 }
@@ -412,8 +477,8 @@ impl Books {
             .sum()
     }
 
-    /// Writes the entry to the file (when there is one), then to memory: it is answered only
-    /// once it would survive a restart.
+    /// Writes the entry to the file (when there is one), then to memory. The caller answers it
+    /// only once the file is synced ([`Simulator::with_books`]).
     fn record(&mut self, recorded: Recorded) -> Result<(), ProviderError> {
         if let Some(journal) = &mut self.journal {
             journal.append(&recorded)?;
@@ -763,6 +828,32 @@ mod tests {
         assert_eq!(after[..before.len()], before[..]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn calls_made_at_once_are_each_on_disk_when_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let sim = Arc::new(Simulator::with_ledger_file(&path).unwrap());
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let sim = Arc::clone(&sim);
+                tokio::spawn(async move { approve(&sim, cards::VISA).await })
+            })
+            .collect();
+        let mut charges = Vec::new();
+        for call in calls {
+            charges.push(call.await.unwrap());
+        }
+
+        // Read the file as a restarted simulator would.
+        drop(sim);
+        let reloaded = Simulator::with_ledger_file(&path).unwrap();
+        assert_eq!(reloaded.ledger().await.unwrap().len(), 64);
+        for charge in &charges {
+            assert!(matches!(reloaded.charge(charge).await.unwrap(), ChargeOutcome::Approved { .. }));
+        }
+        assert_eq!(reloaded.ledger().await.unwrap().len(), 64, "no charge was taken twice");
+    }
+
     #[tokio::test]
     async fn a_line_torn_by_a_crash_is_dropped_and_the_file_stays_appendable() {
         let dir = tempfile::tempdir().unwrap();
@@ -781,6 +872,19 @@ mod tests {
 
         let sim = Simulator::with_ledger_file(&path).unwrap();
         assert_eq!(sim.ledger().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_ledger_file_serves_one_simulator_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let first = Simulator::with_ledger_file(&path).unwrap();
+
+        let err = Simulator::with_ledger_file(&path).unwrap_err();
+        assert!(matches!(err, LedgerFileError::InUse { .. }), "{err}");
+
+        drop(first);
+        Simulator::with_ledger_file(&path).expect("free again once the first is gone");
     }
 
     #[tokio::test]
