@@ -5,7 +5,7 @@
 //! | failure ([`StepError`]) | step | decision |
 //! |---|---|---|
 //! | the provider's circuit is open (`Provider(CircuitOpen)`) | charge, void, refund | [`Decision::Wait`] until the breaker lets a trial through (at least 50 ms); not counted as a failure, so it never parks |
-//! | any other failure | charge, while its payment deadline is ahead | [`Decision::RetryAt`] after the step backoff; never parks: the deadline ends the charge (void, release, reject) |
+//! | any other failure | a call to the provider for the charge | [`Decision::RetryAt`] after the step backoff; never parks: the payment deadline ends the charge (void, release, reject) once an attempt fails with no retry due before it |
 //! | any other failure | every other step, and the charge's own bookkeeping (asking the Payment for the charge before the deadline is set; recording the deadline once it has passed) | [`Decision::RetryAt`] after the step backoff, then [`Decision::Park`] at the `max_step_failures`-th failure in a row |
 //!
 //! "Any other failure" is each of: the store failed (`Store`); a conflict outlasted the executor's
@@ -55,15 +55,16 @@ impl Decision {
     }
 }
 
-/// What follows `error` in `step`, after `failures` failures of it in a row, at `now`, with the
-/// saga's payment deadline (set once the charge is asked for). See the module's table.
+/// What follows `error` in `step`, after `failures` failures of it in a row, at `now`;
+/// `calling_for_charge` when the step that failed was a call to the provider for the charge
+/// (rather than the charge's bookkeeping). See the module's table.
 pub fn decide(
     step: Step,
     error: &StepError,
     failures: u32,
     config: &SagaConfig,
     now: DateTime<Utc>,
-    payment_deadline: Option<DateTime<Utc>>,
+    calling_for_charge: bool,
 ) -> Decision {
     match error {
         StepError::Provider(ProviderError::CircuitOpen { retry_in_ms }) => {
@@ -87,8 +88,7 @@ pub fn decide(
     }
     let failure = failures.saturating_add(1);
     let retry = Decision::RetryAt(later(now, config.step_retries().after(failure)));
-    let charging = step == Step::Charge && payment_deadline.is_some_and(|deadline| now < deadline);
-    if charging || failure < config.max_step_failures {
+    if (step == Step::Charge && calling_for_charge) || failure < config.max_step_failures {
         retry
     } else {
         Decision::Park
@@ -161,11 +161,10 @@ mod tests {
 
     #[test]
     fn an_open_circuit_waits_for_the_breaker_without_counting_in_every_step() {
-        let deadline = Some(now() + TimeDelta::seconds(30));
-        for step in STEPS {
+        for (step, calling) in STEPS.into_iter().flat_map(|step| [(step, false), (step, step == Step::Charge)]) {
             for failures in [0, 2, 100] {
                 let open = StepError::Provider(ProviderError::CircuitOpen { retry_in_ms: 1_500 });
-                let decision = decide(step, &open, failures, &config(), now(), deadline);
+                let decision = decide(step, &open, failures, &config(), now(), calling);
                 assert_eq!(decision, Decision::Wait { until: now() + TimeDelta::milliseconds(1_500) }, "{step:?}");
                 assert!(!decision.counts());
             }
@@ -175,16 +174,15 @@ mod tests {
     #[test]
     fn a_circuit_about_to_close_is_still_waited_for_a_moment() {
         let open = StepError::Provider(ProviderError::CircuitOpen { retry_in_ms: 1 });
-        let decision = decide(Step::Charge, &open, 0, &config(), now(), None);
+        let decision = decide(Step::Charge, &open, 0, &config(), now(), true);
         assert_eq!(decision, Decision::Wait { until: now() + TimeDelta::milliseconds(50) });
     }
 
     #[test]
-    fn the_charge_retries_every_failure_until_its_deadline_and_never_parks() {
-        let deadline = Some(now() + TimeDelta::seconds(30));
+    fn a_call_for_the_charge_retries_every_failure_and_never_parks() {
         for error in counted_failures() {
             for failures in [0, 1, 2, 3, 50] {
-                let decision = decide(Step::Charge, &error, failures, &config(), now(), deadline);
+                let decision = decide(Step::Charge, &error, failures, &config(), now(), true);
                 assert_retry(decision, failures + 1, &format!("charge, {error:?}, {failures} failures"));
                 assert!(decision.counts());
             }
@@ -196,45 +194,41 @@ mod tests {
         for step in STEPS.into_iter().filter(|step| *step != Step::Charge) {
             for error in counted_failures() {
                 let context = format!("{step:?}, {error:?}");
-                assert_retry(decide(step, &error, 0, &config(), now(), None), 1, &context);
-                assert_retry(decide(step, &error, 1, &config(), now(), None), 2, &context);
-                assert_eq!(decide(step, &error, 2, &config(), now(), None), Decision::Park, "{context}");
-                assert_eq!(decide(step, &error, 9, &config(), now(), None), Decision::Park, "{context}");
-                // The payment deadline belongs to the charge: it keeps no other step from parking.
-                let deadline = Some(now() + TimeDelta::seconds(30));
-                assert_eq!(decide(step, &error, 2, &config(), now(), deadline), Decision::Park, "{context}");
+                assert_retry(decide(step, &error, 0, &config(), now(), false), 1, &context);
+                assert_retry(decide(step, &error, 1, &config(), now(), false), 2, &context);
+                assert_eq!(decide(step, &error, 2, &config(), now(), false), Decision::Park, "{context}");
+                assert_eq!(decide(step, &error, 9, &config(), now(), false), Decision::Park, "{context}");
+                // Only the charge has a deadline to end it: no other step is kept from parking.
+                assert_eq!(decide(step, &error, 2, &config(), now(), true), Decision::Park, "{context}");
             }
         }
     }
 
     #[test]
-    fn the_charges_bookkeeping_outside_the_deadline_parks_like_any_step() {
+    fn the_charges_bookkeeping_parks_like_any_step() {
+        // Asking the Payment for the charge, and recording that the deadline passed.
         for error in counted_failures() {
-            // Asking the Payment for the charge: no deadline yet.
-            assert_eq!(decide(Step::Charge, &error, 2, &config(), now(), None), Decision::Park, "{error:?}");
-            // Recording that the deadline passed.
-            let passed = Some(now() - TimeDelta::seconds(1));
-            assert_retry(decide(Step::Charge, &error, 0, &config(), now(), passed), 1, &format!("{error:?}"));
-            assert_eq!(decide(Step::Charge, &error, 2, &config(), now(), passed), Decision::Park, "{error:?}");
-            assert_eq!(decide(Step::Charge, &error, 2, &config(), now(), Some(now())), Decision::Park, "{error:?}");
+            assert_retry(decide(Step::Charge, &error, 0, &config(), now(), false), 1, &format!("{error:?}"));
+            assert_eq!(decide(Step::Charge, &error, 2, &config(), now(), false), Decision::Park, "{error:?}");
         }
     }
 
     #[test]
     fn one_failure_allowed_parks_at_the_first() {
         let config = SagaConfig { max_step_failures: 1, ..SagaConfig::default() };
-        assert_eq!(decide(Step::Refund, &StepError::NoPrice, 0, &config, now(), None), Decision::Park);
+        assert_eq!(decide(Step::Refund, &StepError::NoPrice, 0, &config, now(), false), Decision::Park);
     }
 
     #[test]
     fn the_backoff_grows_with_the_failures_in_a_row_up_to_the_longest_delay() {
         let config = SagaConfig { max_step_failures: u32::MAX, ..SagaConfig::default() };
         for failures in [0, 1, 4, 6, 7, 20, 1_000] {
-            let decision = decide(Step::Release, &StepError::Store(StoreError::Closed), failures, &config, now(), None);
+            let decision =
+                decide(Step::Release, &StepError::Store(StoreError::Closed), failures, &config, now(), false);
             assert_retry(decision, failures + 1, "release");
         }
         let longest = SagaConfig { retry_max: Duration::from_secs(1), ..config };
-        let Decision::RetryAt(at) = decide(Step::Hold, &StepError::NoPrice, 40, &longest, now(), None) else {
+        let Decision::RetryAt(at) = decide(Step::Hold, &StepError::NoPrice, 40, &longest, now(), false) else {
             panic!("a retry")
         };
         assert!(at <= now() + TimeDelta::seconds(1));

@@ -278,6 +278,7 @@ impl Driver {
         step: Step,
         now: DateTime<Utc>,
     ) -> Vec<SagaEvent> {
+        let calling_for_charge = action == Action::Charge;
         let result = match action {
             Action::Start => self.start(saga_id).await,
             Action::Hold => self.hold(saga, now).await,
@@ -294,13 +295,20 @@ impl Driver {
             Action::Complete(outcome) => Ok(vec![SagaEvent::SagaCompleted { outcome }]),
             Action::WaitUntil(_) | Action::Idle => Ok(Vec::new()),
         };
-        result.unwrap_or_else(|error| self.failed(saga, step, &error, now))
+        result.unwrap_or_else(|error| self.failed(saga, step, calling_for_charge, &error, now))
     }
 
     /// A step failed: what [`decide`] makes of it, as events to record.
-    fn failed(&self, saga: &SagaInstance, step: Step, error: &StepError, now: DateTime<Utc>) -> Vec<SagaEvent> {
+    fn failed(
+        &self,
+        saga: &SagaInstance,
+        step: Step,
+        calling_for_charge: bool,
+        error: &StepError,
+        now: DateTime<Utc>,
+    ) -> Vec<SagaEvent> {
         let failures = saga.failures();
-        let decision = decide(step, error, failures, &self.config, now, saga.payment_deadline());
+        let decision = decide(step, error, failures, &self.config, now, calling_for_charge);
         let attempt = if decision.counts() { failures.saturating_add(1) } else { failures };
         if decision.counts() {
             metrics::counter!("stay_saga_retries_total", "step" => step.as_str()).increment(1);

@@ -574,3 +574,31 @@ async fn steps_whose_record_was_lost_are_done_again_with_the_same_outcome() {
         assert_eq!((started, events.len()), (1, 7), "each step is on record once: {events:?}");
     }
 }
+
+#[tokio::test]
+async fn a_charge_approved_before_a_crash_is_confirmed_when_the_saga_resumes_past_its_deadline() {
+    let world = World::new().await;
+    let id = world.request(cards::VISA).await;
+    // Start, hold, request the charge, charge (approved): then the process dies before recording.
+    let renewals = Arc::new(Mutex::new(0));
+    let renew = || {
+        let renewals = renewals.clone();
+        async move {
+            let mut renewals = renewals.lock().unwrap();
+            *renewals += 1;
+            Ok(*renewals <= 4)
+        }
+    };
+    let lost = world.driver.drive(&id.to_string(), renew).await;
+    assert!(matches!(lost, Err(DriveError::LeaseLost)), "{lost:?}");
+
+    // The outage outlasts the payment deadline.
+    world.clock.set(start() + TimeDelta::minutes(10));
+    let settled = world.drive(id).await;
+
+    assert_eq!(settled.saga.status(), SagaStatus::Completed);
+    assert_eq!(world.reservation(id).await.status, ReservationStatus::Confirmed);
+    assert_eq!((world.kept_by_stay(id).await, world.kept_by_provider(id).await), (PRICE_MINOR, PRICE_MINOR));
+    let events = world.saga_events(id).await;
+    assert!(!events.iter().any(|e| matches!(e, SagaEvent::DeadlineFired { .. })), "{events:?}");
+}

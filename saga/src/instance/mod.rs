@@ -329,7 +329,14 @@ impl SagaInstance {
             ChargeState::Requested => {
                 let deadline = self.payment_deadline.unwrap_or(now);
                 if now >= deadline && !self.deadline_fired {
-                    return Action::FireDeadline;
+                    // The deadline is measured by the saga's progress, not by the clock alone: it
+                    // fires once an attempt failed with no retry due before it. A saga that no
+                    // process drove through its deadline (a crash, an outage) asks the provider
+                    // once more first, and a charge approved before the crash is found approved.
+                    return match self.retry_at {
+                        Some(retry) if retry >= deadline => Action::FireDeadline,
+                        _ => Action::Charge,
+                    };
                 }
                 match self.retry_at.filter(|at| *at > now) {
                     Some(at) => Action::WaitUntil(at.min(deadline)),

@@ -114,6 +114,14 @@ fn a_failing_provider_is_retried_until_the_deadline_then_voided_released_rejecte
     assert_eq!(given(events.clone()).next_action(now(), false), Action::WaitUntil(retry_at));
     assert_eq!(given(events.clone()).next_action(retry_at, false), Action::Charge);
     let after_deadline = now() + Duration::seconds(31);
+    // The last failure left a retry due before the deadline: the provider is asked once more.
+    assert_eq!(given(events.clone()).next_action(after_deadline, false), Action::Charge);
+    events.push(SagaEvent::StepFailed {
+        step: Step::Charge,
+        error: "timeout".into(),
+        attempt: 2,
+        retry_at: Some(after_deadline + Duration::seconds(1)),
+    });
     assert_eq!(given(events.clone()).next_action(after_deadline, false), Action::FireDeadline);
     let unavailable = CompensationReason::Rejected { reason: RejectionReason::PaymentUnavailable };
     events.push(SagaEvent::DeadlineFired { deadline: Deadline::Payment });
@@ -123,6 +131,43 @@ fn a_failing_provider_is_retried_until_the_deadline_then_voided_released_rejecte
     assert_eq!(given(events.clone()).next_action(after_deadline, false), Action::Release);
     events.push(ok(Step::Release, StepOutcome::Released));
     assert_eq!(given(events).next_action(after_deadline, false), Action::Reject(RejectionReason::PaymentUnavailable));
+}
+
+#[test]
+fn a_deadline_passed_while_no_process_drove_the_saga_asks_the_provider_once_more_before_firing() {
+    // The charge was asked for, then the process died (no attempt recorded) and came back late.
+    let events = charging();
+    let long_after = now() + Duration::seconds(600);
+    assert_eq!(given(events.clone()).next_action(long_after, false), Action::Charge);
+
+    // The provider answers what it answered before the crash.
+    let mut approved = events.clone();
+    approved.push(ok(Step::Charge, StepOutcome::ChargeApproved { provider_ref: "ch_1".into() }));
+    assert_eq!(given(approved).next_action(long_after, false), Action::Confirm);
+
+    // Or it fails again, with its retry after the deadline: now the deadline fires.
+    let mut failed = events;
+    failed.push(SagaEvent::StepFailed {
+        step: Step::Charge,
+        error: "timeout".into(),
+        attempt: 1,
+        retry_at: Some(long_after + Duration::seconds(1)),
+    });
+    assert_eq!(given(failed).next_action(long_after, false), Action::FireDeadline);
+}
+
+#[test]
+fn a_failure_whose_retry_falls_past_the_deadline_fires_it_when_it_falls() {
+    let mut events = charging();
+    let deadline = now() + Duration::seconds(30);
+    events.push(SagaEvent::StepFailed {
+        step: Step::Charge,
+        error: "down".into(),
+        attempt: 4,
+        retry_at: Some(deadline + Duration::seconds(2)),
+    });
+    assert_eq!(given(events.clone()).next_action(now(), false), Action::WaitUntil(deadline));
+    assert_eq!(given(events).next_action(deadline, false), Action::FireDeadline);
 }
 
 #[test]
