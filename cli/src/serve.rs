@@ -294,12 +294,15 @@ impl Application {
         }
         let mut purge = None;
         if args.role.runs_commands() {
-            purge = Some((IdempotencyStore::new(read_db.clone()), args.idempotency_retention));
-            let config = CommandConfig {
-                keys,
-                idempotency: IdempotencyStore::new(read_db.clone()),
-                max_body_bytes: args.max_body_bytes,
-            };
+            let idempotency = IdempotencyStore::new(read_db.clone());
+            // Alive before the first claim, so no other process takes this one's claims for dead.
+            // Not fatal: with --no-migrate the table may not be there yet (/readyz says so), and
+            // the heartbeat keeps trying every second.
+            if let Err(err) = idempotency.beat().await {
+                tracing::warn!(error = %err, "cannot write this process's idempotency heartbeat yet");
+            }
+            purge = Some((idempotency.clone(), args.idempotency_retention));
+            let config = CommandConfig { keys, idempotency, max_body_bytes: args.max_body_bytes };
             let mut api = CommandApi::new(executors.clone(), clock).with_booking_horizon(args.booking_horizon);
             if args.role.runs_saga() {
                 api = api.with_payments_gate(Arc::new(BreakerGate(circuit)));
@@ -331,6 +334,12 @@ impl Application {
         let (stopping_tx, mut stopping_rx) = watch::channel(false);
         let workers = self.saga.map(|saga| tokio::spawn(saga.run(stopping_rx.clone())));
         let projector = self.projector.map(|projector| tokio::spawn(projector.run(stopping_rx.clone())));
+        // Claims stay alive until the last request is answered, not just until the stop begins.
+        let (served_tx, served_rx) = watch::channel(false);
+        let heartbeat = self.purge.as_ref().map(|(keys, _)| {
+            let keys = keys.clone();
+            tokio::spawn(async move { keys.keep_alive(served_rx).await })
+        });
         let purge = self
             .purge
             .map(|(keys, retention)| tokio::spawn(purge_idempotency_keys(keys, retention, stopping_rx.clone())));
@@ -346,7 +355,12 @@ impl Application {
             tokio::time::sleep(grace).await;
         };
         let stopped = async move {
-            server.await.context("the server failed")?;
+            let served = server.await.context("the server failed");
+            let _ = served_tx.send(true);
+            if let Some(heartbeat) = heartbeat {
+                let _ = heartbeat.await;
+            }
+            served?;
             // The saga finishes the steps it is in (each ends at a recorded boundary).
             if let Some(workers) = workers {
                 let _ = workers.await;

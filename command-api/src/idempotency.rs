@@ -8,6 +8,14 @@
 //! - a different fingerprint is refused (422 `idempotency_key_reused`);
 //! - a key whose first request is still running is refused (409 `idempotency_key_in_progress`).
 //!
+//! A claim names the process that holds it, and every process that takes commands beats a
+//! heartbeat into `command_api_processes` once a second ([`IdempotencyStore::keep_alive`]). A
+//! claim whose process stopped beating ([`DEAD_AFTER`]) died with it (a kill, a crash), and the
+//! next retry takes it over at once: a client retrying after a crash gets its answer within
+//! seconds of the restart. A process's own claims are live while its request runs; a dropped
+//! request gives its claim up. Whoever holds a claim, one pending for longer than
+//! [`LONGEST_REQUEST`] is taken to be lost.
+//!
 //! The command's id and any new aggregate id are derived from (caller, key), so a request whose
 //! first attempt died after appending but before storing its answer (a crash, a 5xx) is
 //! recognised on retry: its events carry the same `command_id`, and the retry answers from them
@@ -36,20 +44,43 @@ use utoipa::openapi::{ObjectBuilder, Required, Type};
 /// The command API's own table.
 pub const IDEMPOTENCY_MIGRATIONS: MigrationSet = MigrationSet {
     component: "command-api",
-    sqlite: &[Migration {
-        version: 1,
-        name: "idempotency_keys",
-        sql: include_str!("../migrations/sqlite/0001_idempotency.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "idempotency_keys",
-        sql: include_str!("../migrations/postgres/0001_idempotency.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            name: "idempotency_keys",
+            sql: include_str!("../migrations/sqlite/0001_idempotency.sql"),
+        },
+        Migration { version: 2, name: "claim_owners", sql: include_str!("../migrations/sqlite/0002_claim_owners.sql") },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            name: "idempotency_keys",
+            sql: include_str!("../migrations/postgres/0001_idempotency.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "claim_owners",
+            sql: include_str!("../migrations/postgres/0002_claim_owners.sql"),
+        },
+    ],
 };
 
 /// The longest key accepted, in characters.
 pub const MAX_KEY_CHARS: usize = 200;
+
+/// How often a process that takes commands says it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A process silent for this long is dead, and its pending claims with it.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// A claim pending for this long is lost whoever holds it (its release failed, or it predates
+/// claims naming their process).
+pub const LONGEST_REQUEST: Duration = Duration::from_secs(60);
+
+/// How long the row of a process that stopped beating is kept (for whoever looks at the table).
+const FORGET_PROCESSES_AFTER: Duration = Duration::from_secs(3600);
 
 /// Namespace of command ids derived from idempotency keys.
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x5d0c_4b1e_8a7f_4c35_9d2e_6f1a_0b3c_7e41);
@@ -118,18 +149,78 @@ impl CommandKey {
     }
 }
 
-/// The stored keys and answers.
+/// The stored keys and answers, as seen by one process (its claims carry the process's id).
 #[derive(Clone, Debug)]
 pub struct IdempotencyStore {
     db: SqlDatabase,
-    /// A pending claim older than this is taken to have died with its request.
-    stale_after: Duration,
+    /// This process's id in `command_api_processes`: new at every start.
+    process_id: String,
 }
 
 impl IdempotencyStore {
-    /// Keys stored in `db` (migrated with [`IDEMPOTENCY_MIGRATIONS`]).
+    /// Keys stored in `db` (migrated with [`IDEMPOTENCY_MIGRATIONS`]), claimed by a new process
+    /// id. Clones share the id; a process makes one and beats for it ([`Self::keep_alive`]).
     pub fn new(db: SqlDatabase) -> Self {
-        Self { db, stale_after: Duration::from_secs(60) }
+        Self { db, process_id: Uuid::new_v4().to_string() }
+    }
+
+    /// Says this process is alive (its claims with it).
+    pub async fn beat(&self) -> Result<(), StoreError> {
+        self.db
+            .run(
+                "INSERT INTO command_api_processes (process_id, heartbeat_at_ms) VALUES ($1, $2) \
+                 ON CONFLICT (process_id) DO UPDATE SET heartbeat_at_ms = excluded.heartbeat_at_ms",
+                &[self.process_id.as_str().into(), now_ms().into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Beats every [`HEARTBEAT_EVERY`] until `done` turns true, then says this process is gone,
+    /// so its claims (none should be left) are free at once. Rows of processes long silent are
+    /// forgotten on the way.
+    pub async fn keep_alive(&self, mut done: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beats: u64 = 0;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = done.wait_for(|done| *done) => break,
+            }
+            // Logged when beating starts to fail and when it works again, not every second.
+            match self.beat().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the idempotency heartbeat is written again");
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot write the idempotency heartbeat; other processes may take this one's claims for dead");
+                }
+                Err(_) => {}
+            }
+            beats += 1;
+            if beats.is_multiple_of(600) {
+                if let Err(err) = self.forget_silent_processes().await {
+                    tracing::warn!(error = %err, "could not forget processes long silent");
+                }
+            }
+        }
+        if let Err(err) = self
+            .db
+            .run("DELETE FROM command_api_processes WHERE process_id = $1", &[self.process_id.as_str().into()])
+            .await
+        {
+            tracing::warn!(error = %err, "could not retire this process's heartbeat; it goes stale in seconds");
+        }
+    }
+
+    async fn forget_silent_processes(&self) -> Result<u64, StoreError> {
+        let before = now_ms().saturating_sub(millis(FORGET_PROCESSES_AFTER));
+        self.db.run("DELETE FROM command_api_processes WHERE heartbeat_at_ms < $1", &[before.into()]).await
     }
 
     /// Claims `key` for `principal`'s request with `fingerprint`.
@@ -138,9 +229,10 @@ impl IdempotencyStore {
         let inserted = self
             .db
             .run(
-                "INSERT INTO command_idempotency (principal, idem_key, fingerprint, state, claimed_at_ms, created_at_ms) \
-                 VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT DO NOTHING",
-                &[principal.into(), key.into(), fingerprint.into(), now.into()],
+                "INSERT INTO command_idempotency \
+                   (principal, idem_key, fingerprint, state, claimed_at_ms, created_at_ms, claimed_by) \
+                 VALUES ($1, $2, $3, 'pending', $4, $4, $5) ON CONFLICT DO NOTHING",
+                &[principal.into(), key.into(), fingerprint.into(), now.into(), self.process_id.as_str().into()],
             )
             .await?;
         if inserted == 1 {
@@ -156,20 +248,35 @@ impl IdempotencyStore {
         if let Some(answer) = row.answer {
             return Ok(Claim::Replay(answer));
         }
-        let stale_before = now - i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
-        if row.claimed_at_ms > stale_before {
+        if self.is_live(&row, now) {
             return Ok(Claim::InProgress);
         }
         // Take over the dead claim, unless another retry just did.
         let taken = self
             .db
             .run(
-                "UPDATE command_idempotency SET claimed_at_ms = $4 \
+                "UPDATE command_idempotency SET claimed_at_ms = $4, claimed_by = $5 \
                  WHERE principal = $1 AND idem_key = $2 AND state = 'pending' AND claimed_at_ms = $3",
-                &[principal.into(), key.into(), row.claimed_at_ms.into(), now.into()],
+                &[principal.into(), key.into(), row.claimed_at_ms.into(), now.into(), self.process_id.as_str().into()],
             )
             .await?;
         Ok(if taken == 1 { Claim::Recovering } else { Claim::InProgress })
+    }
+
+    /// Whether a pending claim still has a request running for it: not released, not pending for
+    /// longer than any request runs, and held by this process or by one still beating.
+    fn is_live(&self, row: &KeyRow, now: i64) -> bool {
+        let released = row.claimed_at_ms == 0;
+        let too_old = row.claimed_at_ms <= now.saturating_sub(millis(LONGEST_REQUEST));
+        let holder_alive = match (&row.claimed_by, row.holder_beat_at_ms) {
+            (Some(holder), _) if *holder == self.process_id => true,
+            (Some(_), Some(beat)) => beat > now.saturating_sub(millis(DEAD_AFTER)),
+            // A process that stopped (or never beat, or a claim from before claims named their
+            // process, which only the age above can end).
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        !released && !too_old && holder_alive
     }
 
     /// Stores the answer to a claimed key.
@@ -205,7 +312,7 @@ impl IdempotencyStore {
 
     /// Forgets answered keys first used more than `retention` ago; answers how many.
     pub async fn purge(&self, retention: Duration) -> Result<u64, StoreError> {
-        let before = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(millis(retention));
         self.db
             .run("DELETE FROM command_idempotency WHERE state = 'done' AND created_at_ms < $1", &[before.into()])
             .await
@@ -215,8 +322,10 @@ impl IdempotencyStore {
         let rows = self
             .db
             .rows(
-                "SELECT fingerprint, state, claimed_at_ms, status, content_type, location, body \
-                 FROM command_idempotency WHERE principal = $1 AND idem_key = $2",
+                "SELECT c.fingerprint, c.state, c.claimed_at_ms, c.claimed_by, p.heartbeat_at_ms, \
+                   c.status, c.content_type, c.location, c.body \
+                 FROM command_idempotency c LEFT JOIN command_api_processes p ON p.process_id = c.claimed_by \
+                 WHERE c.principal = $1 AND c.idem_key = $2",
                 &[principal.into(), key.into()],
             )
             .await?;
@@ -231,18 +340,32 @@ impl IdempotencyStore {
             }),
             _ => None,
         };
-        Ok(Some(KeyRow { fingerprint: row.text("fingerprint")?, claimed_at_ms: row.int("claimed_at_ms")?, answer }))
+        Ok(Some(KeyRow {
+            fingerprint: row.text("fingerprint")?,
+            claimed_at_ms: row.int("claimed_at_ms")?,
+            claimed_by: row.opt_text("claimed_by")?,
+            holder_beat_at_ms: row.opt_int("heartbeat_at_ms")?,
+            answer,
+        }))
     }
 }
 
 struct KeyRow {
     fingerprint: String,
     claimed_at_ms: i64,
+    /// The process holding a pending claim.
+    claimed_by: Option<String>,
+    /// That process's last heartbeat, if it has a row.
+    holder_beat_at_ms: Option<i64>,
     answer: Option<StoredAnswer>,
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What the idempotency middleware needs.
@@ -474,6 +597,74 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(keys.purge(Duration::ZERO).await.unwrap(), 1);
         assert_eq!(keys.claim("u", "k", "other print").await.unwrap(), Claim::Fresh);
+    }
+
+    async fn fresh_keys() -> (tempfile::TempDir, SqlDatabase) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = stay_store::StoreUrl::Sqlite(dir.path().join("keys.db"));
+        let db = SqlDatabase::open(&url).await.unwrap();
+        db.migrate(&IDEMPOTENCY_MIGRATIONS).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_a_process_still_beating_is_in_progress_for_others_and_for_itself() {
+        let (_dir, db) = fresh_keys().await;
+        let running = IdempotencyStore::new(db.clone());
+        running.beat().await.unwrap();
+        assert_eq!(running.claim("u", "k", "print").await.unwrap(), Claim::Fresh);
+
+        let other = IdempotencyStore::new(db);
+        assert_eq!(other.claim("u", "k", "print").await.unwrap(), Claim::InProgress);
+        assert_eq!(running.claim("u", "k", "print").await.unwrap(), Claim::InProgress);
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_a_process_that_stopped_beating_is_taken_over_at_once() {
+        let (_dir, db) = fresh_keys().await;
+        let killed = IdempotencyStore::new(db.clone());
+        killed.beat().await.unwrap();
+        assert_eq!(killed.claim("u", "k", "print").await.unwrap(), Claim::Fresh);
+        // Its last beat was longer ago than DEAD_AFTER: it was killed and beats no more.
+        let silent_since = now_ms() - millis(DEAD_AFTER) - 1;
+        db.run("UPDATE command_api_processes SET heartbeat_at_ms = $1", &[silent_since.into()]).await.unwrap();
+
+        let restarted = IdempotencyStore::new(db);
+        assert_eq!(restarted.claim("u", "k", "print").await.unwrap(), Claim::Recovering);
+        assert_eq!(restarted.claim("u", "k", "print").await.unwrap(), Claim::InProgress, "now it is the new holder's");
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_a_process_with_no_heartbeat_left_is_taken_over() {
+        let (_dir, db) = fresh_keys().await;
+        let gone = IdempotencyStore::new(db.clone());
+        assert_eq!(gone.claim("u", "k", "print").await.unwrap(), Claim::Fresh);
+
+        assert_eq!(IdempotencyStore::new(db).claim("u", "k", "print").await.unwrap(), Claim::Recovering);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_retires_its_heartbeat() {
+        let (_dir, db) = fresh_keys().await;
+        let keys = IdempotencyStore::new(db.clone());
+        let (done, watching) = tokio::sync::watch::channel(false);
+        let beating = tokio::spawn({
+            let keys = keys.clone();
+            async move { keys.keep_alive(watching).await }
+        });
+        let count = || async { db.rows("SELECT process_id FROM command_api_processes", &[]).await.unwrap().len() };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while count().await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "it beats at once");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(keys.claim("u", "k", "print").await.unwrap(), Claim::Fresh);
+
+        done.send(true).unwrap();
+        beating.await.unwrap();
+
+        assert_eq!(count().await, 0);
+        assert_eq!(IdempotencyStore::new(db).claim("u", "k", "print").await.unwrap(), Claim::Recovering);
     }
 
     #[test]

@@ -129,6 +129,66 @@ async fn a_retry_after_a_crash_mid_request_is_not_applied_twice(backend: Backend
 }
 
 /// Past the in-flight bound, requests are refused at once with 503 and Retry-After.
+/// A keyed request in flight when `stay serve` is killed (SIGKILL) leaves its claim behind; the
+/// restarted process sees the dead one's heartbeat stop and lets a retry take the claim over, so
+/// the retry is answered within 5 s of the restart (not `idempotency_key_in_progress` for a minute).
+async fn a_retry_after_a_kill_mid_request_is_answered_within_seconds(backend: Backend) {
+    let mut server = StayServer::start(backend).await;
+    let host = server.token("host-1", "host");
+    let room = server.post("/v1/rooms", &host, &stay_tests::bodies::room_body()).await;
+    assert_eq!(room.status, 201, "{}", room.text);
+    let guest = server.token("guest-1", "guest");
+    // tok_timeout: the provider never answers, so a request that waits for the saga stays in flight.
+    let body = json!({
+        "room_id": room.field("room_id"),
+        "check_in": stay_tests::bodies::day(10), "check_out": stay_tests::bodies::day(12), "guests": 2,
+        "payment": {"card_token": "tok_timeout"}
+    });
+    let key = "reserve-through-a-kill";
+    let in_flight = {
+        let (url, guest, body) = (format!("{}/v1/reservations", server.url()), guest.clone(), body.clone());
+        tokio::spawn(async move {
+            let request = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(guest)
+                .header("idempotency-key", key)
+                .header("prefer", "wait=25")
+                .json(&body);
+            request.send().await.map(|response| response.status().as_u16())
+        })
+    };
+    // The claim is taken once the request is past its checks; then the process dies.
+    let store = server.open_store().await;
+    let requested = stay_tests::read_feed_until(&store, Position::START, 2, FEED_WAIT).await;
+    assert!(requested.iter().any(|e| e.event_type == "ReservationRequested"), "the reservation was recorded");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!in_flight.is_finished(), "the first request is still waiting for the saga");
+    tokio::task::block_in_place(|| server.crash_and_restart());
+    let restarted = Instant::now();
+    assert!(in_flight.await.expect("joined").is_err(), "the first request died with the process");
+
+    let headers = [("idempotency-key", key)];
+    let answer = loop {
+        let retry = server.send(Method::POST, "/v1/reservations", Some(&guest), Some(&body), &headers).await;
+        if retry.code() != "idempotency_key_in_progress" {
+            break retry;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "still {} {} {:?} after the restart",
+            retry.status,
+            retry.code(),
+            restarted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(restarted.elapsed() < Duration::from_secs(5), "answered {:?} after the restart", restarted.elapsed());
+    assert!([200, 202].contains(&answer.status), "{} {}", answer.status, answer.text);
+    let again = stay_tests::read_feed_until(&store, Position::START, 3, Duration::from_millis(500)).await;
+    let requests = again.iter().filter(|e| e.event_type == "ReservationRequested").count();
+    assert_eq!(requests, 1, "the retry answered from the first attempt's events, not a second reservation");
+}
+
 async fn overload_is_shed_fast(backend: Backend) {
     let server = StayServer::start_with(backend, &["--max-in-flight", "1"]).await;
     let host = server.token("host-1", "host");
@@ -284,6 +344,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     idempotent_retries_replay_the_first_answer,
     a_retry_after_a_crash_mid_request_is_not_applied_twice,
+    a_retry_after_a_kill_mid_request_is_answered_within_seconds,
     overload_is_shed_fast,
     sigterm_during_a_burst_loses_nothing_acknowledged,
     tokens_from_stay_token_are_accepted,
