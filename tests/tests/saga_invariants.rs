@@ -7,8 +7,9 @@
 //! - every reservation ended confirmed, rejected or cancelled; no saga is running or parked, and
 //!   each saga's stream ends in the outcome its reservation shows;
 //! - money is conserved per reservation: succeeded charges − refunds − voids is its total price
-//!   when confirmed and 0 otherwise, both in Stay's ledger (`/v1/admin/payments`) and, when the
-//!   HTTP simulator is used, in the simulator's own; no payment belongs to an unknown reservation;
+//!   when confirmed and 0 otherwise, both in Stay's ledger (`/v1/admin/payments`) and in the
+//!   provider's own (`stay payment-sim`'s over HTTP, or the ledger file of the simulator inside
+//!   `stay serve`); no payment belongs to an unknown reservation;
 //!   no payment is charged twice;
 //! - no night of a room is confirmed to two reservations;
 //! - no saga step succeeded twice.
@@ -32,8 +33,9 @@ use stay_tests::{Backend, PaymentSim, StayServer};
 /// Concurrent clients in the random workloads.
 const CLIENTS: usize = 16;
 /// How long a client keeps retrying one request during the run before it sets the job aside
-/// (a request in flight during a crash holds its idempotency key for a minute).
-const RUN_PATIENCE: Duration = Duration::from_secs(3);
+/// (a request in flight during a crash holds its idempotency key until the restarted process
+/// sees the dead one's heartbeat stop, a few seconds).
+const RUN_PATIENCE: Duration = Duration::from_secs(6);
 /// How long the set-aside requests are retried at the end of the run.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(150);
 /// The currency of every room.
@@ -1023,7 +1025,7 @@ async fn verify(
     seed: u64,
     servers: &[&StayServer],
     endpoints: &Endpoints,
-    sim: Option<&PaymentSim>,
+    provider: ProviderBooks<'_>,
     rooms: &[Room],
     jobs: &[Job],
     timeout: Duration,
@@ -1036,9 +1038,9 @@ async fn verify(
     let running = admin_sagas(endpoints, &admin, "running").await;
     let parked = admin_sagas(endpoints, &admin, "parked").await;
     let stay_ledger = admin_payments(endpoints, &admin).await;
-    let sim_ledger = match sim {
-        Some(sim) => Some(sim.ledger().await),
-        None => None,
+    let sim_ledger = match provider {
+        ProviderBooks::Process(sim) => Some(sim.ledger().await),
+        ProviderBooks::File(server) => Some(own_simulator_ledger(server)),
     };
     let evidence = Evidence {
         label,
@@ -1198,7 +1200,8 @@ async fn fifty_guests_race_for_the_same_nights() {
     let jobs = run_workload(endpoints.clone(), jobs, 50, Arc::new(AtomicUsize::new(0))).await;
     let timeout = Duration::from_secs(60);
     let (history, tally) =
-        verify(label, seed, &[&server], &endpoints, Some(&sim), &rooms, &jobs, timeout, started, "").await;
+        verify(label, seed, &[&server], &endpoints, ProviderBooks::Process(&sim), &rooms, &jobs, timeout, started, "")
+            .await;
 
     let confirmed: Vec<&String> =
         history.reservations.iter().filter(|(_, r)| r.final_state() == Some("confirmed")).map(|(id, _)| id).collect();
@@ -1264,7 +1267,8 @@ async fn money_and_nights_are_conserved_over_a_random_workload() {
     let jobs = random_jobs(&mut rng, &server, 1, &rooms, &mix);
     let jobs = run_workload(endpoints.clone(), jobs, CLIENTS, Arc::new(AtomicUsize::new(0))).await;
     let timeout = Duration::from_secs(120);
-    verify(label, seed, &[&server], &endpoints, None, &rooms, &jobs, timeout, started, "").await;
+    verify(label, seed, &[&server], &endpoints, ProviderBooks::File(&server), &rooms, &jobs, timeout, started, "")
+        .await;
 }
 
 /// The random workload while `stay serve` is killed (SIGKILL) three times: every invariant still
@@ -1304,7 +1308,96 @@ async fn invariants_survive_stay_serve_being_killed() {
     assert!(crashes >= 3, "{label}: stay serve was killed {crashes} times, not at least 3");
     let timeout = Duration::from_secs(150);
     let extra = format!(", {crashes} crashes of stay serve");
-    verify(label, seed, &[&server], &endpoints, Some(&sim), &rooms, &jobs, timeout, started, &extra).await;
+    verify(label, seed, &[&server], &endpoints, ProviderBooks::Process(&sim), &rooms, &jobs, timeout, started, &extra)
+        .await;
+}
+
+/// Where `verify` reads the provider's own books, once the sagas have settled.
+enum ProviderBooks<'a> {
+    /// `stay payment-sim`'s ledger, over HTTP.
+    Process(&'a PaymentSim),
+    /// The ledger file of the simulator inside this `stay serve`.
+    File(&'a StayServer),
+}
+
+/// The provider's books as the simulator inside `stay serve` keeps them: its ledger file in the
+/// data directory, one entry a line.
+fn own_simulator_ledger(server: &StayServer) -> Vec<Value> {
+    let path = server.data_dir().join("payment-simulator.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display())))
+        .collect()
+}
+
+/// The default provider, the simulator inside `stay serve`, keeps its books in the data
+/// directory: 300 reservations with cancellations while `stay serve` is killed (SIGKILL) three
+/// times, and within 30 s of the last restart every reservation is final, none is parked, money is
+/// conserved in Stay's ledger and in the provider's, and no stay paid by a card that works was
+/// rejected because of the outage.
+async fn the_default_provider_survives_stay_serve_being_killed(backend: Backend) {
+    let started = Instant::now();
+    let label = match backend {
+        Backend::Sqlite => "own-simulator-crashes-sqlite",
+        Backend::Postgres => "own-simulator-crashes-postgres",
+    };
+    let (seed, mut rng) = seeded(label);
+    let args = saga_args(None, "3s");
+    let mut server = StayServer::start_with(backend, &as_strs(&args)).await;
+    let endpoints = Endpoints::new(&[&server]);
+    let rooms = register_rooms(&endpoints, &server.token("host-1", "host"), 20, &mut rng).await;
+    let mix = Mix {
+        reservations: 300,
+        horizon: 40,
+        max_nights: 6,
+        guests: 30,
+        cards: CARDS_SLOW,
+        cancel_at_once_pct: 10,
+        cancel_once_confirmed_pct: 15,
+    };
+    let jobs = random_jobs(&mut rng, &server, 1, &rooms, &mix);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let workload = tokio::spawn(run_workload(endpoints.clone(), jobs, CLIENTS, progress.clone()));
+    let mut last_restart = Instant::now();
+    for percent in [30, 55, 80] {
+        wait_for_progress(&progress, mix.reservations * percent / 100, &workload).await;
+        let done = progress.load(Ordering::SeqCst);
+        tokio::task::block_in_place(|| server.crash_and_restart());
+        last_restart = Instant::now();
+        endpoints.point(0, &server);
+        eprintln!("{label}: killed stay serve (SIGKILL) after {done} jobs, restarted at {}", server.url());
+    }
+    let jobs = workload.await.expect("the workload ran");
+    let recovery = Duration::from_secs(30);
+    let left = recovery.saturating_sub(last_restart.elapsed());
+    assert!(!left.is_zero(), "{label}: the workload was still running {recovery:?} after the last restart");
+    let extra = ", 3 crashes of stay serve with its own simulator".to_owned();
+    let books = ProviderBooks::File(&server);
+    let (history, _) = verify(label, seed, &[&server], &endpoints, books, &rooms, &jobs, left, started, &extra).await;
+    let working_cards = ["tok_visa", "tok_slow"];
+    let lost_to_the_outage: Vec<&String> = history
+        .reservations
+        .iter()
+        .filter(|(_, r)| working_cards.contains(&r.card.as_str()))
+        .filter(|(_, r)| r.rejection.as_deref() == Some("payment_unavailable"))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        lost_to_the_outage.is_empty(),
+        "{label}: stays paid by a working card were rejected as payment_unavailable: {lost_to_the_outage:?}"
+    );
+    eprintln!("{label}: all final {:?} after the last restart", last_restart.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_provider_survives_stay_serve_being_killed_on_sqlite() {
+    the_default_provider_survives_stay_serve_being_killed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_provider_survives_stay_serve_being_killed_on_postgres() {
+    the_default_provider_survives_stay_serve_being_killed(Backend::Postgres).await;
 }
 
 /// The random workload while `stay payment-sim` is killed with charges in flight and restarted:
@@ -1344,7 +1437,8 @@ async fn invariants_survive_the_payment_provider_being_killed() {
     let jobs = workload.await.expect("the workload ran");
     let timeout = Duration::from_secs(120);
     let extra = format!(", {kills} kills of stay payment-sim");
-    verify(label, seed, &[&server], &endpoints, Some(&sim), &rooms, &jobs, timeout, started, &extra).await;
+    verify(label, seed, &[&server], &endpoints, ProviderBooks::Process(&sim), &rooms, &jobs, timeout, started, &extra)
+        .await;
 }
 
 /// Two `stay serve` processes on one PostgreSQL database, both running the saga, both taking
@@ -1375,8 +1469,19 @@ async fn two_saga_processes_share_postgres_without_doing_a_step_twice() {
         (0..endpoints.count()).map(|index| jobs.iter().filter(|job| job.server == index).count()).collect();
     let timeout = Duration::from_secs(120);
     let extra = format!(", requests per process {per_server:?}");
-    let (history, _) =
-        verify(label, seed, &[&first, &second], &endpoints, Some(&sim), &rooms, &jobs, timeout, started, &extra).await;
+    let (history, _) = verify(
+        label,
+        seed,
+        &[&first, &second],
+        &endpoints,
+        ProviderBooks::Process(&sim),
+        &rooms,
+        &jobs,
+        timeout,
+        started,
+        &extra,
+    )
+    .await;
     // Both processes drove sagas, or the test proved nothing about sharing.
     let admin = first.token("ops", "admin");
     let (mut steps, mut answered_charges) = (Vec::new(), 0.0);
