@@ -295,7 +295,9 @@ impl Driver {
             Action::Complete(outcome) => Ok(vec![SagaEvent::SagaCompleted { outcome }]),
             Action::WaitUntil(_) | Action::Idle => Ok(Vec::new()),
         };
-        result.unwrap_or_else(|error| self.failed(saga, step, calling_for_charge, &error, now))
+        // The retry is timed from the failure, not from when the step began: a call that failed
+        // after the payment deadline leaves no retry due before it, so the deadline fires next.
+        result.unwrap_or_else(|error| self.failed(saga, step, calling_for_charge, &error, self.clock.now()))
     }
 
     /// A step failed: what [`decide`] makes of it, as events to record.
