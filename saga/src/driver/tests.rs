@@ -112,6 +112,22 @@ impl World {
         self.driver.drive(&id.to_string(), || async { Ok(true) }).await.unwrap()
     }
 
+    /// Drives the saga, losing the lease after `steps` steps (before anything is recorded when
+    /// they are fewer than a drive records at once), as a driver that dies there would.
+    async fn lose_the_lease_after(&self, id: ReservationId, steps: usize) {
+        let renewals = Arc::new(Mutex::new(0));
+        let renew = || {
+            let renewals = renewals.clone();
+            async move {
+                let mut renewals = renewals.lock().unwrap();
+                *renewals += 1;
+                Ok(*renewals <= steps)
+            }
+        };
+        let lost = self.driver.drive(&id.to_string(), renew).await;
+        assert!(matches!(lost, Err(DriveError::LeaseLost)), "{lost:?}");
+    }
+
     /// Moves the clock to when the saga asked to be looked at again.
     fn wait_for(&self, settled: &Settled) {
         let due = settled.due.expect("the saga waits for a time");
@@ -547,17 +563,7 @@ async fn steps_whose_record_was_lost_are_done_again_with_the_same_outcome() {
     for steps_done in [2, 4] {
         let world = World::new().await;
         let id = world.request(cards::VISA).await;
-        let renewals = Arc::new(Mutex::new(0));
-        let renew = || {
-            let renewals = renewals.clone();
-            async move {
-                let mut renewals = renewals.lock().unwrap();
-                *renewals += 1;
-                Ok(*renewals <= steps_done)
-            }
-        };
-        let lost = world.driver.drive(&id.to_string(), renew).await;
-        assert!(matches!(lost, Err(DriveError::LeaseLost)), "{lost:?}");
+        world.lose_the_lease_after(id, steps_done).await;
 
         let settled = world.drive(id).await;
 
@@ -580,17 +586,7 @@ async fn a_charge_approved_before_a_crash_is_confirmed_when_the_saga_resumes_pas
     let world = World::new().await;
     let id = world.request(cards::VISA).await;
     // Start, hold, request the charge, charge (approved): then the process dies before recording.
-    let renewals = Arc::new(Mutex::new(0));
-    let renew = || {
-        let renewals = renewals.clone();
-        async move {
-            let mut renewals = renewals.lock().unwrap();
-            *renewals += 1;
-            Ok(*renewals <= 4)
-        }
-    };
-    let lost = world.driver.drive(&id.to_string(), renew).await;
-    assert!(matches!(lost, Err(DriveError::LeaseLost)), "{lost:?}");
+    world.lose_the_lease_after(id, 4).await;
 
     // The outage outlasts the payment deadline.
     world.clock.set(start() + TimeDelta::minutes(10));
