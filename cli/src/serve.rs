@@ -348,7 +348,7 @@ impl Application {
             tracing::info!("shutting down: no new connections; finishing requests in flight");
             let _ = stopping_tx.send(true);
         };
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let server = stay_http::serve::serve(self.listener, self.router, signal);
         let grace = self.grace;
         let deadline = async move {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;

@@ -1,11 +1,11 @@
-//! The layers around every route: a bound on requests in flight, request metrics, closing
-//! connections whose body was refused, and problem documents for unknown routes and methods.
+//! The layers around every route: a bound on requests in flight, request metrics, and problem
+//! documents for unknown routes and methods.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
@@ -21,23 +21,6 @@ pub(crate) async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, reque
             ApiError::overloaded().into_response()
         }
     }
-}
-
-/// A refusal sent before the request's body was read (401, 413, 503…) leaves the rest of that
-/// body on the connection, and the connection cannot carry another request; say so, so clients
-/// open a new one instead of failing on the next request.
-pub(crate) async fn close_after_refused_body(request: Request, next: Next) -> Response {
-    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
-        || request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|length| length.trim() != "0");
-    let mut response = next.run(request).await;
-    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
 
 /// Counts requests and times them by route, method and status.

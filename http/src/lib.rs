@@ -8,11 +8,14 @@
 //!   [`money`] — money on the wire ([`MoneyBody`]).
 //! - [`openapi`] — the refusals kinds of routes share, written into the OpenAPI document.
 //! - [`service`] — the whole server around the roles' routes: layers (request ids, the
-//!   in-flight bound, metrics) and endpoints (`/healthz`, `/readyz`, `/metrics`, OpenAPI).
+//!   in-flight bound, metrics) and endpoints (`/healthz`, `/readyz`, `/metrics`, OpenAPI);
+//!   [`unread_body`] — draining bodies a refusal did not read; [`header_bound`] — 431 for
+//!   oversized header sections; [`serve`] — serving the router on a listener.
 
 pub mod auth;
 pub mod body;
 mod endpoints;
+pub mod header_bound;
 mod layers;
 pub mod money;
 pub mod openapi;
@@ -20,7 +23,9 @@ pub mod path;
 pub mod problem;
 pub mod query;
 mod refusal_log;
+pub mod serve;
 pub mod service;
+pub mod unread_body;
 
 pub use auth::{Admins, Admits, Caller, Guests, GuestsOrAdmins, Hosts, JwtKeys, Principal, Role};
 pub use body::{BodyLimit, Check, JsonBody, DEFAULT_MAX_BODY_BYTES};

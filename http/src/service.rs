@@ -7,9 +7,11 @@
 //!   rather than a queue that grows without end;
 //! - request counts and latency histograms by route, method and status;
 //! - an `x-request-id` on every request and answer, and a tracing span carrying it;
-//! - problem documents for unknown routes (404) and methods (405).
+//! - problem documents for unknown routes (404) and methods (405);
+//! - 431 for a header section past Stay's bounds (`header_bound.rs`);
+//! - the rest of a body a refusal did not read drained before the answer (`unread_body.rs`).
 //!
-//! The layers themselves are in `layers.rs`, the endpoints in `endpoints.rs`.
+//! The other layers are in `layers.rs`, the endpoints in `endpoints.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +30,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::endpoints::{self, OpsState};
-use crate::layers::{close_after_refused_body, limit_in_flight, record_metrics, unknown_route, wrong_method};
+use crate::header_bound::bound_headers;
+use crate::layers::{limit_in_flight, record_metrics, unknown_route, wrong_method};
 use crate::refusal_log;
+use crate::unread_body::drain_unread_body;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -96,8 +100,9 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
         .merge(ops.with_state(state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(bound_headers))
         .layer(middleware::from_fn(record_metrics))
-        .layer(middleware::from_fn(close_after_refused_body))
+        .layer(middleware::from_fn(drain_unread_body))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()

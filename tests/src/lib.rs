@@ -8,10 +8,12 @@ pub mod bodies;
 pub mod databases;
 pub mod feed;
 pub mod payment_sim;
+pub mod raw_http;
 pub mod server;
 pub mod tally;
 
 pub use databases::{TestPostgres, TestSqlite};
 pub use feed::read_feed_until;
 pub use payment_sim::PaymentSim;
+pub use raw_http::{RawAnswer, RawConnection};
 pub use server::{Answer, Backend, StayServer};
