@@ -1,27 +1,14 @@
-//! The layers around every route: a bound on requests in flight, request metrics, and problem
-//! documents for unknown routes and methods.
+//! The layers around every route: request metrics, and problem documents for unknown routes and
+//! methods.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use axum::response::Response;
 
 use crate::problem::ApiError;
-
-/// Answers 503 at once when every permit is taken, rather than queueing without end.
-pub(crate) async fn limit_in_flight(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    match permits.try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            metrics::counter!("stay_http_shed_total").increment(1);
-            ApiError::overloaded().into_response()
-        }
-    }
-}
 
 /// Counts requests and times them by route, method and status.
 pub(crate) async fn record_metrics(request: Request, next: Next) -> Response {

@@ -12,6 +12,7 @@
 //!   [`unread_body`] — draining bodies a refusal did not read; [`header_bound`] — 431 for
 //!   oversized header sections; [`serve`] — serving the router on a listener.
 
+mod admission;
 pub mod auth;
 pub mod body;
 mod endpoints;

@@ -92,10 +92,14 @@ impl ApiError {
         Self::invalid_field("cursor", "not a cursor from this list: give the next_cursor of a page, or none")
     }
 
-    /// 503 `overloaded`, retry after a second.
-    pub fn overloaded() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight; retry shortly")
-            .retry_after(1)
+    /// 503 `overloaded`, to retry after `retry_after_secs` (the server's estimate of its backlog).
+    pub fn overloaded(retry_after_secs: u32) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry after the seconds Retry-After gives",
+        )
+        .retry_after(retry_after_secs)
     }
 
     /// 500 for a failure that is ours, not the caller's; the cause is logged here, once.
@@ -224,9 +228,9 @@ mod tests {
 
     #[test]
     fn overload_says_when_to_come_back() {
-        let response = ApiError::overloaded().into_response();
+        let response = ApiError::overloaded(3).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     }
 }

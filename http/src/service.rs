@@ -3,8 +3,8 @@
 //! [`assemble`] takes the routes of the roles (and their OpenAPI descriptions) and adds:
 //!
 //! - the service endpoints `/healthz`, `/readyz`, `/metrics` and `/openapi.json`;
-//! - a bound on requests in flight under `/v1`: past it, an immediate 503 with `Retry-After`
-//!   rather than a queue that grows without end;
+//! - a bound on requests in flight under `/v1`: past it, an immediate 503 with a `Retry-After`
+//!   estimated from the backlog, rather than a queue that grows without end (`admission.rs`);
 //! - request counts and latency histograms by route, method and status;
 //! - an `x-request-id` on every request and answer, and a tracing span carrying it;
 //! - problem documents for unknown routes (404) and methods (405);
@@ -21,7 +21,6 @@ use axum::http::{HeaderName, StatusCode};
 use axum::middleware;
 use axum::Router;
 use stay_store::{EventStore, Executors, MigrationSet, SqlDatabase};
-use tokio::sync::Semaphore;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -29,9 +28,10 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admission::{admit, Admission};
 use crate::endpoints::{self, OpsState};
 use crate::header_bound::bound_headers;
-use crate::layers::{limit_in_flight, record_metrics, unknown_route, wrong_method};
+use crate::layers::{record_metrics, unknown_route, wrong_method};
 use crate::refusal_log;
 use crate::unread_body::drain_unread_body;
 
@@ -70,7 +70,7 @@ impl std::fmt::Debug for ServiceConfig {
 
 /// The whole server: the roles' routes under `/v1` plus the service endpoints and shared layers.
 pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, OpenApi) {
-    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let admission = Arc::new(Admission::new(config.max_in_flight));
     let mut api = Router::new();
     let mut openapi = base_document();
     for (routes, doc) in v1 {
@@ -79,8 +79,7 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
     }
     crate::openapi::document_shared_refusals(&mut openapi);
     // A process with no /v1 routes (the projector role) has nothing to bound.
-    let api =
-        if api.has_routes() { api.route_layer(middleware::from_fn_with_state(permits, limit_in_flight)) } else { api };
+    let api = if api.has_routes() { api.route_layer(middleware::from_fn_with_state(admission, admit)) } else { api };
 
     let (ops, ops_doc) = OpenApiRouter::new()
         .routes(routes!(endpoints::healthz))
