@@ -120,10 +120,13 @@ pub struct AsOf {
 /// An aggregate's events and state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamView {
+    /// The stream's events, oldest first.
     #[schema(value_type = Vec<Object>)]
     events: Vec<RecordedEvent>,
-    #[schema(value_type = Object)]
-    state: Value,
+    /// The state they fold into; null for a `ReservationSaga`, whose state is its timeline at
+    /// `/v1/admin/sagas/{saga_id}`.
+    #[schema(value_type = Option<Object>)]
+    state: Option<Value>,
 }
 
 fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Value, ApiError> {
@@ -178,12 +181,12 @@ pub async fn stream(
         events.retain(|e| e.recorded_at <= until);
     }
     let state = match aggregate_type.as_str() {
-        "Room" => fold::<Room>(&events)?,
-        "Reservation" => fold::<Reservation>(&events)?,
-        "Payment" => fold::<Payment>(&events)?,
-        "Review" => fold::<Review>(&events)?,
+        "Room" => Some(fold::<Room>(&events)?),
+        "Reservation" => Some(fold::<Reservation>(&events)?),
+        "Payment" => Some(fold::<Payment>(&events)?),
+        "Review" => Some(fold::<Review>(&events)?),
         // The saga's state lives in its crate; its timeline is at /v1/admin/sagas/{id}.
-        _ => Value::Null,
+        _ => None,
     };
     Ok(Json(StreamView { events, state }))
 }
