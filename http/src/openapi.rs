@@ -87,11 +87,19 @@ pub fn document_shared_refusals(openapi: &mut OpenApi) {
                     "`projection_behind`: the read model did not reach `min_position` within `wait_ms`",
                 );
             }
+            document_refusal(
+                operation,
+                431,
+                "`headers_too_large`: the request line and header fields are over 400 KiB, or there are over 100 \
+                 header fields",
+            );
             document_refusal(operation, 500, "`internal_error`: the server failed, not the request; retry it");
             document_refusal(
                 operation,
                 503,
-                "`overloaded` (too many requests in flight) or `shutting_down`, with `Retry-After`",
+                "`overloaded` (too many requests in flight) or `shutting_down`, with `Retry-After`: for \
+                 `overloaded`, the server's estimate of when its backlog clears (requests in flight over \
+                 completions per second in the last second, rounded up, 1 to 30 s)",
             );
         }
     }
@@ -129,8 +137,8 @@ mod tests {
             .build();
         let mut doc = OpenApiBuilder::new().paths(paths).build();
         document_shared_refusals(&mut doc);
-        assert_eq!(statuses(&doc, "/v1/things"), ["400", "401", "413", "415", "422", "500", "503"]);
-        assert_eq!(statuses(&doc, "/v1/views"), ["422", "500", "503", "504"]);
+        assert_eq!(statuses(&doc, "/v1/things"), ["400", "401", "413", "415", "422", "431", "500", "503"]);
+        assert_eq!(statuses(&doc, "/v1/views"), ["422", "431", "500", "503", "504"]);
         assert!(statuses(&doc, "/healthz").is_empty(), "only routes under /v1 are bounded and refused so");
         let views = doc.paths.paths["/v1/views"].get.as_ref().expect("get");
         let RefOr::T(bad) = &views.responses.responses["422"] else { panic!("inline") };
