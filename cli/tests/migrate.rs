@@ -51,6 +51,7 @@ async fn migrate_creates_the_postgres_schema_idempotently() {
         "store/0001_event_log",
         "checkpoints/0001_checkpoints",
         "command-api/0001_idempotency_keys",
+        "command-api/0002_claim_owners",
         "saga/0001_saga_tables",
         "projections/0001_projection_tables",
     ];
