@@ -220,8 +220,9 @@ pub struct Application {
     grace: Duration,
     saga: Option<Arc<SagaWorker>>,
     projector: Option<Arc<Projector>>,
-    /// Answered idempotency keys to forget, and after how long.
-    purge: Option<(IdempotencyStore, Duration)>,
+    /// The command side's keys (when this process takes commands): their heartbeat, and the
+    /// purge of answers older than the retention.
+    idempotency: Option<(IdempotencyStore, Duration)>,
 }
 
 impl Application {
@@ -292,7 +293,7 @@ impl Application {
             let state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
             v1.push(stay_query_api::router(state));
         }
-        let mut purge = None;
+        let mut kept_keys = None;
         if args.role.runs_commands() {
             let idempotency = IdempotencyStore::new(read_db.clone());
             // Alive before the first claim, so no other process takes this one's claims for dead.
@@ -301,7 +302,7 @@ impl Application {
             if let Err(err) = idempotency.beat().await {
                 tracing::warn!(error = %err, "cannot write this process's idempotency heartbeat yet");
             }
-            purge = Some((idempotency.clone(), args.idempotency_retention));
+            kept_keys = Some((idempotency.clone(), args.idempotency_retention));
             let config = CommandConfig { keys, idempotency, max_body_bytes: args.max_body_bytes };
             let mut api = CommandApi::new(executors.clone(), clock).with_booking_horizon(args.booking_horizon);
             if args.role.runs_saga() {
@@ -321,7 +322,7 @@ impl Application {
         let (router, _openapi) = service::assemble(v1, service);
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector, purge })
+        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector, idempotency: kept_keys })
     }
 
     /// The address it listens on.
@@ -336,12 +337,12 @@ impl Application {
         let projector = self.projector.map(|projector| tokio::spawn(projector.run(stopping_rx.clone())));
         // Claims stay alive until the last request is answered, not just until the stop begins.
         let (served_tx, served_rx) = watch::channel(false);
-        let heartbeat = self.purge.as_ref().map(|(keys, _)| {
+        let heartbeat = self.idempotency.as_ref().map(|(keys, _)| {
             let keys = keys.clone();
             tokio::spawn(async move { keys.keep_alive(served_rx).await })
         });
         let purge = self
-            .purge
+            .idempotency
             .map(|(keys, retention)| tokio::spawn(purge_idempotency_keys(keys, retention, stopping_rx.clone())));
         let signal = async move {
             shutdown.await;

@@ -45,7 +45,12 @@ pub(crate) async fn bound_headers(request: Request, next: Next) -> Response {
 
 /// The request line and header fields as they came on the wire (give or take optional spaces).
 fn header_section_bytes(request: &Request) -> usize {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    // The request target's length without writing it out (this runs on every request).
+    let uri = request.uri();
+    let target = uri.scheme_str().map_or(0, |scheme| scheme.len() + "://".len())
+        + uri.authority().map_or(0, |authority| authority.as_str().len())
+        + uri.path_and_query().map_or(1, |path| path.as_str().len());
+    let line = request.method().as_str().len() + " ".len() + target + " HTTP/1.1\r\n".len();
     let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     line + fields
 }
@@ -83,6 +88,15 @@ mod tests {
         let response = app().oneshot(request.expect("request")).await.expect("answer");
         assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[test]
+    fn the_request_line_counts_its_target_as_sent() {
+        for target in ["/", "/v1/rooms?limit=5&cursor=abc", "http://example.com:8080/v1/rooms?x=1"] {
+            let request = Request::get(target).body(Body::empty()).expect("request");
+            let line = format!("GET {target} HTTP/1.1\r\n");
+            assert_eq!(header_section_bytes(&request), line.len(), "{target}");
+        }
     }
 
     #[tokio::test]
