@@ -14,6 +14,7 @@ mod output;
 mod payment_sim;
 mod projections;
 mod saga;
+mod seed;
 mod serve;
 mod settings;
 mod token;
@@ -34,6 +35,8 @@ enum Command {
     Saga(saga::SagaArgs),
     /// Read-model lag and rebuilds (with a progress bar on a terminal).
     Projections(projections::ProjectionsArgs),
+    /// Fill a running server with demo data through its public API (repeatable with --seed).
+    Seed(seed::SeedArgs),
     /// Print a bearer token signed with the secret `stay serve` uses.
     Token(token::TokenArgs),
     /// Create or upgrade the event store's schema, then exit (safe to run again).
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
+            Command::Seed(args) => seed::run(args).await,
             Command::Projections(args) => projections::run(args).await,
             Command::Saga(args) => saga::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,

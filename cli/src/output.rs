@@ -32,6 +32,19 @@ pub fn event_bar(total: u64, prefix: String) -> ProgressBar {
     bar
 }
 
+/// A bar counting `total` requests on standard error; drawn only when that is a terminal.
+pub fn request_bar(total: u64, prefix: String) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    // The template is a constant; should it ever fail to parse, the default style still works.
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {percent:>3}% {pos}/{len} requests ({per_sec}) {msg}")
+    {
+        bar.set_style(style.progress_chars("#>."));
+    }
+    bar.set_prefix(prefix);
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
