@@ -396,7 +396,14 @@ async fn correlation_route_refusals(backend: Backend) {
     let server = StayServer::start(backend).await;
     let room_id = register_room(&server, "Refusals").await;
     let admin = server.token("ops", "admin");
-    let feed = whole_feed(&server, &admin).await;
+    // On PostgreSQL the feed shows an event once no older transaction is running: wait for it.
+    let mut feed = whole_feed(&server, &admin).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while feed.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        feed = whole_feed(&server, &admin).await;
+    }
+    assert!(!feed.is_empty(), "the room never reached the feed");
     let correlation = feed[0]["metadata"]["correlation_id"].as_str().expect("a correlation").to_owned();
     let position = feed[0]["position"].as_str().expect("position").to_owned();
     let path = format!("/v1/admin/correlations/{correlation}");
