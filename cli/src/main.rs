@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod events;
 mod load;
 mod memory;
 mod migrate;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run Stay: the HTTP API on the SQLite store under --data-dir unless --store says otherwise.
     Serve(serve::ServeArgs),
+    /// The event log for audit, through a running server: a stream's history and state, a correlation's causation tree, the feed.
+    Events(events::EventsArgs),
     /// Saga debugging through a running server: list, show a timeline, retry or skip a parked step.
     Saga(saga::SagaArgs),
     /// Read-model lag and rebuilds (with a progress bar on a terminal).
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Command::Seed(args) => seed::run(args).await,
             Command::Projections(args) => projections::run(args).await,
             Command::Saga(args) => saga::run(args).await,
+            Command::Events(args) => events::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::PaymentSim(args) => payment_sim::run(args).await,

@@ -3,12 +3,14 @@
 //! - [`rooms`] — roomview and reviews, public.
 //! - [`reservations`] — a reservation, a guest's history, anyone's notifications.
 //! - [`admin`] — projection status and rebuilds, the global feed, an aggregate's history.
+//! - [`correlations`] — everything one correlation (a reservation) caused, as a causation tree.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
 //! - [`progress`] — one task per read model watches its version and checkpoint for every query.
 //! - [`room_cache`] — roomview's answers kept while the model stands still.
 
 pub mod admin;
+pub mod correlations;
 pub mod live;
 pub mod progress;
 pub mod reservations;
@@ -129,6 +131,7 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(admin::rebuild))
         .routes(routes!(admin::feed))
         .routes(routes!(admin::stream))
+        .routes(routes!(correlations::correlation))
         .with_state(state)
         .route_layer(middleware::from_fn_with_state(keys, require_token))
         .split_for_parts();

@@ -42,6 +42,7 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("post", "/v1/admin/projections/{name}/rebuild", Some("admin")),
     ("get", "/v1/admin/feed", Some("admin")),
     ("get", "/v1/admin/streams/{aggregate_type}/{aggregate_id}", Some("admin")),
+    ("get", "/v1/admin/correlations/{correlation_id}", Some("admin")),
     ("get", "/v1/live", Some("admin")),
 ];
 

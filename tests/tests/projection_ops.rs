@@ -14,12 +14,13 @@ use serde_json::{json, Value};
 use stay_store::{Row, SqlDatabase};
 use stay_tests::{Backend, StayServer};
 
-const MODELS: [(&str, &[&str]); 5] = [
+const MODELS: [(&str, &[&str]); 6] = [
     ("roomview", &["roomview_v{v}", "roomview_v{v}_reservations"]),
     ("reservations", &["reservations_v{v}", "reservations_v{v}_rooms"]),
     ("notifications", &["notifications_v{v}", "notifications_v{v}_rooms"]),
     ("reviews", &["reviews_v{v}"]),
     ("sagas", &["sagas_v{v}"]),
+    ("correlations", &["correlations_v{v}"]),
 ];
 
 fn day(offset: u64) -> String {

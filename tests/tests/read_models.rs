@@ -1067,7 +1067,7 @@ async fn operators_page_the_feed_and_read_a_stream_as_of_a_time() {
     let projections = w.admin_get("/v1/admin/projections").await;
     let list = projections.as_array().expect("a list");
     let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
-    for name in ["roomview", "reservations", "notifications", "reviews", "sagas"] {
+    for name in ["roomview", "reservations", "notifications", "reviews", "sagas", "correlations"] {
         assert!(names.contains(&name), "{name} missing: {projections}");
     }
     for p in list {

@@ -64,7 +64,7 @@ async fn stay_projections_shows_status_and_rebuilds_with_plain_progress_lines() 
     assert!(ok, "{text}");
     let status: Value = serde_json::from_str(text.trim()).expect("JSON status");
     let names: Vec<&str> = status.as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
-    assert_eq!(names, ["roomview", "reservations", "notifications", "reviews", "sagas"]);
+    assert_eq!(names, ["roomview", "reservations", "notifications", "reviews", "sagas", "correlations"]);
 
     // Not a terminal: plain lines, ending with the switch.
     let (ok, text) = stay(&["projections", "rebuild", "roomview", "--data-dir", &dir]);

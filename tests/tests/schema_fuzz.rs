@@ -121,7 +121,7 @@ fn config(token: &str, seeded: &Seeded, doc: &Value) -> String {
     let mut ids = seeded.rooms.clone();
     ids.extend(seeded.reservations.iter().cloned());
     let projections: Vec<String> =
-        ["roomview", "reservations", "notifications", "reviews", "sagas"].map(str::to_owned).into();
+        ["roomview", "reservations", "notifications", "reviews", "sagas", "correlations"].map(str::to_owned).into();
     let aggregate_types: Vec<String> = ["Room", "Reservation", "Payment", "ReservationSaga"].map(str::to_owned).into();
     let mut toml = String::new();
     let _ = writeln!(toml, "[headers]\nAuthorization = {}\n", quoted(&format!("Bearer {token}")));
@@ -143,6 +143,7 @@ fn config(token: &str, seeded: &Seeded, doc: &Value) -> String {
         ("body.reservation_id", "reservations"),
         ("query.reservation_id", "reservations"),
         ("path.saga_id", "reservations"),
+        ("path.correlation_id", "reservations"),
         ("path.name", "projections"),
         ("path.aggregate_type", "aggregate_types"),
         ("path.aggregate_id", "ids"),

@@ -108,8 +108,9 @@ pub async fn post_review(
         comment,
         reservation: facts,
     };
-    let position =
-        run(&api.executors().reviews, &review_id.to_string(), command, &context(&principal, &key), &key).await?;
+    // Correlated to the reservation, so its audit trail shows the review too.
+    let context = context(&principal, &key).correlated_to(reservation_id.to_string());
+    let position = run(&api.executors().reviews, &review_id.to_string(), command, &context, &key).await?;
     let answer = ReviewAnswer { review_id: review_id.to_string(), position: position.to_string() };
     let location = format!("/v1/rooms/{room_id}/reviews");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(answer)).into_response())
@@ -144,6 +145,7 @@ pub async fn reply_to_review(
     let (room, _) = api.executors().rooms.load(&details.room_id.to_string()).await?;
     let host = room.listing().ok_or(RoomError::RoomNotFound).map_err(refused)?.host_id.clone();
     let command = ReviewCommand::ReplyToReview { actor: principal.user.clone(), room_host_id: host, comment };
-    let position = run(&api.executors().reviews, &id, command, &context(&principal, &key), &key).await?;
+    let context = context(&principal, &key).correlated_to(details.reservation_id.to_string());
+    let position = run(&api.executors().reviews, &id, command, &context, &key).await?;
     Ok(Json(ReviewAnswer { review_id: id, position: position.to_string() }))
 }

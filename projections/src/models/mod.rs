@@ -1,5 +1,6 @@
 //! The read models of Stay.
 
+pub mod correlations;
 pub mod notifications;
 mod registrations;
 pub mod reservations;
@@ -19,5 +20,6 @@ pub fn all() -> Vec<Arc<dyn ReadModel>> {
         Arc::new(notifications::Notifications),
         Arc::new(reviews::Reviews),
         Arc::new(sagas::Sagas),
+        Arc::new(correlations::Correlations),
     ]
 }

@@ -4,6 +4,7 @@
 //! Callers pass the version to read (the live one, or the one `min_position` was checked
 //! against), so a query never mixes two versions of a model.
 
+pub mod correlations;
 pub mod notifications;
 pub mod reservations;
 pub mod reviews;

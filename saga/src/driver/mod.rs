@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use stay_domain::{Clock, ReservationStatus};
+use stay_domain::{Clock, Reservation, ReservationStatus};
 use stay_store::{CommandContext, ExecuteError, Executor, Executors, StoreError};
 use tracing::Instrument;
 
@@ -93,11 +93,20 @@ struct Unrecorded {
     events: Vec<SagaEvent>,
     /// The recorded state with those events applied: what the next action is decided on.
     state: SagaInstance,
+    /// The event the next record's events follow from (`Type:id@sequence`), its causation id:
+    /// the saga's own last recorded event, or the reservation's event that woke the drive.
+    cause: String,
+}
+
+/// How an event is named in a causation id: `Type:id@sequence`.
+fn event_name(aggregate_type: &str, id: &str, sequence: u64) -> String {
+    format!("{aggregate_type}:{id}@{sequence}")
 }
 
 impl Unrecorded {
-    fn at(recorded: SagaInstance) -> Self {
-        Self { recorded_version: recorded.version(), events: Vec::new(), state: recorded }
+    fn at(recorded: SagaInstance, saga_id: &str) -> Self {
+        let cause = event_name(SagaInstance::TYPE, saga_id, recorded.version());
+        Self { recorded_version: recorded.version(), events: Vec::new(), state: recorded, cause }
     }
 
     fn any(&self) -> bool {
@@ -111,9 +120,10 @@ impl Unrecorded {
         self.events.extend(events);
     }
 
-    fn recorded(&mut self) {
+    fn recorded(&mut self, saga_id: &str) {
         self.recorded_version = self.state.version();
         self.events.clear();
+        self.cause = event_name(SagaInstance::TYPE, saga_id, self.recorded_version);
     }
 }
 
@@ -149,22 +159,30 @@ impl Driver {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool, StoreError>>,
     {
-        let mut unrecorded = Unrecorded::at(self.sagas.load(saga_id).await?.0);
+        let mut unrecorded = Unrecorded::at(self.sagas.load(saga_id).await?.0, saga_id);
         for round in 0..MAX_ACTIONS_PER_DRIVE {
             // The first look reads the store. Later ones in the same drive take the reservation this
             // process's own steps left in the executor's cache: a write decided on a state that fell
             // behind is refused (the append's expected version), and a cancellation from another
             // process wakes the saga for a drive of its own.
-            let reservation = match round {
-                0 => self.executors.reservations.load(saga_id).await?.0,
+            let (reservation, reservation_version) = match round {
+                0 => self.executors.reservations.load(saga_id).await?,
                 _ => match self.executors.reservations.cached(saga_id).await {
-                    Some((reservation, _)) => reservation,
-                    None => self.executors.reservations.load(saga_id).await?.0,
+                    Some(cached) => cached,
+                    None => self.executors.reservations.load(saga_id).await?,
                 },
             };
             let cancel_requested = reservation.status() == Some(ReservationStatus::Cancelling);
             let now = self.clock.now();
             let saga = &unrecorded.state;
+            // A saga not yet started, or one the reservation's cancellation turns, follows from
+            // the reservation's newest event rather than from its own.
+            if !unrecorded.any()
+                && (unrecorded.recorded_version == 0
+                    || (cancel_requested && saga.next_action(now, true) != saga.next_action(now, false)))
+            {
+                unrecorded.cause = event_name(Reservation::TYPE, saga_id, reservation_version);
+            }
             let action = saga.next_action(now, cancel_requested);
             let step = saga.step(now, cancel_requested);
             if unrecorded.any() && records_first(&action) && !self.record(saga_id, &mut unrecorded).await? {
@@ -235,8 +253,10 @@ impl Driver {
             position = tracing::field::Empty,
         );
         let work = async {
-            let context =
-                CommandContext::new("saga").with_command_id(format!("saga:{saga_id}:{version}")).correlated_to(saga_id);
+            let context = CommandContext::new("saga")
+                .with_command_id(format!("saga:{saga_id}:{version}"))
+                .correlated_to(saga_id)
+                .caused_by(unrecorded.cause.clone());
             let command = SagaCommand::Record { version, events: unrecorded.events.clone() };
             match self.sagas.execute(saga_id, command, &context).await {
                 Ok(committed) => {
@@ -252,7 +272,7 @@ impl Driver {
                             _ => {}
                         }
                     }
-                    unrecorded.recorded();
+                    unrecorded.recorded(saga_id);
                     return Ok(true);
                 }
                 Err(ExecuteError::Rejected(SagaError::Stale { .. }) | ExecuteError::Conflict { .. }) => {
@@ -263,7 +283,7 @@ impl Driver {
                 }
                 Err(ExecuteError::Store(err)) => return Err(err.into()),
             }
-            *unrecorded = Unrecorded::at(self.sagas.load(saga_id).await?.0);
+            *unrecorded = Unrecorded::at(self.sagas.load(saga_id).await?.0, saga_id);
             Ok(false)
         };
         work.instrument(span.clone()).await

@@ -598,3 +598,32 @@ async fn a_charge_approved_before_a_crash_is_confirmed_when_the_saga_resumes_pas
     let events = world.saga_events(id).await;
     assert!(!events.iter().any(|e| matches!(e, SagaEvent::DeadlineFired { .. })), "{events:?}");
 }
+
+#[tokio::test]
+async fn each_record_names_the_event_it_follows_from_as_its_cause() {
+    let world = World::new().await;
+    let id = world.request(cards::VISA).await;
+    world.drive(id).await;
+    world.cancel(id).await;
+    world.drive(id).await;
+
+    let saga = world.store.read_stream(SagaInstance::TYPE, &id.to_string()).await.unwrap();
+    let causes: Vec<(u64, String)> =
+        saga.iter().map(|e| (e.sequence, e.metadata_field("causation_id").unwrap_or("").to_owned())).collect();
+    // The first record follows from the request; the first after the cancellation from that.
+    assert_eq!(causes[0], (1, format!("Reservation:{id}@1")), "{causes:?}");
+    let reservation = world.store.read_stream("Reservation", &id.to_string()).await.unwrap();
+    let cancel_requested = reservation.iter().find(|e| e.event_type == "CancellationRequested").unwrap();
+    let from_cancel = format!("Reservation:{id}@{}", cancel_requested.sequence);
+    assert!(causes.iter().any(|(_, cause)| *cause == from_cancel), "{causes:?}");
+    // Every other record follows from the saga's own last event before it: the version the
+    // record was decided on, which its command id carries.
+    for event in &saga {
+        let command = event.metadata_field("command_id").unwrap_or("");
+        let version = command.rsplit(':').next().unwrap_or("");
+        let cause = event.metadata_field("causation_id").unwrap_or("");
+        if cause != from_cancel && version != "0" {
+            assert_eq!(cause, format!("ReservationSaga:{id}@{version}"), "{causes:?}");
+        }
+    }
+}
