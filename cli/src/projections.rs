@@ -1,8 +1,10 @@
-//! `stay projections status|rebuild NAME`: read-model lag and rebuilds without downtime.
+//! `stay projections status|rebuild NAME|dead-letters NAME|retry NAME POSITION|skip NAME POSITION`:
+//! read-model lag, rebuilds without downtime, and dead letters one by one.
 //!
 //! A rebuild builds the next version of the model beside the live one and switches when it has
-//! caught up. The projector of a running `stay serve` does the work when one holds the model's
-//! lease; otherwise this command runs the model's worker itself until the switch.
+//! caught up. A retry or skip of a dead letter is recorded on it and carried out by the model's
+//! worker. The projector of a running `stay serve` does the work when one holds the model's lease;
+//! otherwise these commands run the model's worker themselves until it is done.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -10,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use stay_projections::runner::{checkpoint_name, request_rebuild, statuses, versions, ProjectionStatus};
+use stay_projections::runner::{
+    checkpoint_name, dead_letters, request_dead_letter, request_rebuild, settled, skipped_count, statuses, versions,
+    Action, ProjectionStatus, RequestError,
+};
 use stay_projections::{models, Projector, ReadModel, RunnerConfig};
 use stay_store::{EventStore, Position, SqlDatabase, StoreOptions};
 use tokio::sync::watch;
@@ -53,12 +58,42 @@ enum ProjectionsCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// A read model's dead letters: refused events (retrying or parked) with their error,
+    /// attempts and the held events of their aggregate behind them.
+    DeadLetters {
+        /// The read model.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply a dead letter again; on success its held followers are applied in order.
+    Retry {
+        /// The read model.
+        name: String,
+        /// The dead letter's feed position.
+        position: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Skip a dead letter for good (a rebuild passes over it too); its held followers are applied in order.
+    Skip {
+        /// The read model.
+        name: String,
+        /// The dead letter's feed position.
+        position: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Runs `stay projections`.
 pub async fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
     let common = match &args.command {
-        ProjectionsCommand::Status { common } | ProjectionsCommand::Rebuild { common, .. } => common,
+        ProjectionsCommand::Status { common }
+        | ProjectionsCommand::Rebuild { common, .. }
+        | ProjectionsCommand::DeadLetters { common, .. }
+        | ProjectionsCommand::Retry { common, .. }
+        | ProjectionsCommand::Skip { common, .. } => common,
     };
     let url = common.store.store_url()?;
     let store = EventStore::open(&url, StoreOptions::default())
@@ -77,7 +112,121 @@ pub async fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("no read model is called {name:?}; try stay projections status"))?;
             rebuild(store, db, model, no_wait, json).await
         }
+        ProjectionsCommand::DeadLetters { name, .. } => list_dead_letters(&db, model_named(&all, &name)?, json).await,
+        ProjectionsCommand::Retry { name, position, .. } => {
+            settle_dead_letter(store, db, model_named(&all, &name)?, &position, Action::Retry, json).await
+        }
+        ProjectionsCommand::Skip { name, position, .. } => {
+            settle_dead_letter(store, db, model_named(&all, &name)?, &position, Action::Skip, json).await
+        }
     }
+}
+
+/// The read model called `name`.
+fn model_named(all: &[Arc<dyn ReadModel>], name: &str) -> anyhow::Result<Arc<dyn ReadModel>> {
+    all.iter()
+        .find(|m| m.name() == name)
+        .cloned()
+        .with_context(|| format!("no read model is called {name:?}; try stay projections status"))
+}
+
+#[allow(clippy::print_stdout)] // the command's own output
+async fn list_dead_letters(db: &SqlDatabase, model: Arc<dyn ReadModel>, json: bool) -> anyhow::Result<()> {
+    let name = model.name();
+    let version = versions(db, name).await?.live;
+    let items = dead_letters(db, name, version).await?;
+    let skipped = skipped_count(db, name).await?;
+    if json {
+        let list = serde_json::json!({"name": name, "version": version, "items": items, "skipped": skipped});
+        println!("{list}");
+        return Ok(());
+    }
+    let mut table = output::table(
+        &["position", "aggregate", "event", "state", "attempts", "next retry", "followers", "error"],
+        &["position", "attempts"],
+    );
+    for letter in &items {
+        table.add_row(vec![
+            letter.position.clone(),
+            format!("{} {}", letter.aggregate_type, letter.aggregate_id),
+            letter.event_type.clone(),
+            letter.state.clone(),
+            letter.attempts.to_string(),
+            letter.next_retry_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            letter.followers.join(" "),
+            letter.error.clone(),
+        ]);
+    }
+    println!("{table}");
+    println!("{name} v{version}: {} dead letters, {skipped} skipped", items.len());
+    Ok(())
+}
+
+/// How long a retry or skip waits for the model's worker.
+const SETTLE_WAIT: Duration = Duration::from_secs(15);
+
+/// Records a retry or skip of a dead letter and waits for the model's worker to carry it out
+/// (running the worker here when no process holds the model's lease). A retry refused again is
+/// printed and fails the command.
+#[allow(clippy::print_stdout)] // the command's own output
+async fn settle_dead_letter(
+    store: EventStore,
+    db: SqlDatabase,
+    model: Arc<dyn ReadModel>,
+    position: &str,
+    action: Action,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = model.name();
+    let at: Position = position.parse().map_err(|_| anyhow::anyhow!("{position:?} is not a feed position"))?;
+    let requested = match request_dead_letter(&db, name, at, action).await {
+        Ok(requested) => requested,
+        Err(RequestError::UnknownPosition) => anyhow::bail!("the {name} read model keeps no dead letter at {position}"),
+        Err(RequestError::Held(head)) => anyhow::bail!(
+            "the event at {position} is held behind {}; retry or skip that one",
+            head.unwrap_or_else(|| "an earlier dead letter of its aggregate".to_owned())
+        ),
+        Err(RequestError::Store(err)) => return Err(err.into()),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let local = if projector_running(&db, name).await? {
+        None
+    } else {
+        let projector = Arc::new(Projector::new(store, db.clone(), vec![model.clone()], RunnerConfig::default()));
+        Some(tokio::spawn(projector.run(stop_rx)))
+    };
+    let done = settled(&db, &requested, SETTLE_WAIT).await;
+    let _ = stop_tx.send(true);
+    if let Some(local) = local {
+        let _ = local.await;
+    }
+    let done = done?;
+    if json {
+        println!("{}", serde_json::to_string(&done)?);
+    } else {
+        match done.outcome.as_str() {
+            "applied" | "skipped" => {
+                let released = if done.released.is_empty() {
+                    String::new()
+                } else {
+                    format!("; released after it: {}", done.released.join(", "))
+                };
+                println!("{name}: the event at {position} is {}{released}", done.outcome);
+            }
+            "requested" => {
+                println!("{name}: {} of {position} recorded; the model's worker carries it out", action.as_str())
+            }
+            _ => {}
+        }
+    }
+    if done.outcome == "parked" {
+        anyhow::bail!(
+            "{name}: the event at {position} was refused again and stays parked ({} attempts): {}",
+            done.attempts.unwrap_or_default(),
+            done.error.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)] // the command's own output

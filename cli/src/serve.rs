@@ -290,7 +290,10 @@ impl Application {
             .runs_projector()
             .then(|| Arc::new(Projector::new(store.clone(), read_db.clone(), models.clone(), RunnerConfig::default())));
         if args.role.runs_queries() {
-            let state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
+            let mut state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
+            if let Some(projector) = &projector {
+                state = state.woken_by(projector.committed());
+            }
             v1.push(stay_query_api::router(state));
         }
         let mut kept_keys = None;

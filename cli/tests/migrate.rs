@@ -54,6 +54,7 @@ async fn migrate_creates_the_postgres_schema_idempotently() {
         "command-api/0002_claim_owners",
         "saga/0001_saga_tables",
         "projections/0001_projection_tables",
+        "projections/0002_dead_letter_retries",
     ];
     assert_eq!(report["applied"], serde_json::json!(every_component));
 

@@ -1,6 +1,9 @@
 //! Operators' reads: projection status and rebuilds, the global feed, and an aggregate's history
 //! with its state as of a time. All need the `admin` role.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -12,13 +15,27 @@ use stay_domain::{Payment, Reservation, Review, Room};
 use stay_http::auth::{Admins, Caller};
 use stay_http::QueryParams;
 use stay_http::{ApiError, Problem};
-use stay_projections::runner::{request_rebuild, statuses, ProjectionStatus};
+use stay_projections::runner::{
+    dead_letters, request_dead_letter, request_rebuild, settled, skipped_count, statuses, versions, Action, DeadLetter,
+    ProjectionStatus, RequestError, Settled,
+};
+use stay_projections::ReadModel;
 use stay_store::{Position, RecordedEvent};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::QueryState;
 
-/// Every read model's position, lag, status and parked events.
+/// A read model's status with the count of events an operator skipped in it.
+#[derive(Debug, Serialize)]
+pub struct ProjectionView {
+    #[serde(flatten)]
+    status: ProjectionStatus,
+    /// Events an operator skipped (no version applies them).
+    skipped: i64,
+}
+
+/// Every read model's position, lag, status, dead letters (parked, retrying and held events) and
+/// skipped count.
 #[utoipa::path(
     get, path = "/v1/admin/projections", tag = "admin", security(("bearer" = [])),
     responses(
@@ -30,8 +47,178 @@ use crate::QueryState;
 pub async fn projections(
     State(state): State<QueryState>,
     _caller: Caller<Admins>,
-) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
-    Ok(Json(statuses(&state.store, &state.db, &state.models).await?))
+) -> Result<Json<Vec<ProjectionView>>, ApiError> {
+    let mut all = Vec::new();
+    for status in statuses(&state.store, &state.db, &state.models).await? {
+        let skipped = skipped_count(&state.db, &status.name).await?;
+        all.push(ProjectionView { status, skipped });
+    }
+    Ok(Json(all))
+}
+
+/// A model's dead letters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetters {
+    /// The model.
+    name: String,
+    /// Its live version, whose dead letters these are.
+    version: i64,
+    /// Its dead letters in feed order: each refused one (`retrying` or `parked`) with its error,
+    /// attempts, next try and the held events of its aggregate behind it (`followers`), and the
+    /// held ones themselves.
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<DeadLetter>,
+    /// Events an operator skipped in this model.
+    skipped: i64,
+}
+
+/// The model called `name`, or 404.
+fn model_named<'a>(state: &'a QueryState, name: &str) -> Result<&'a Arc<dyn ReadModel>, ApiError> {
+    state
+        .model(name)
+        .ok_or_else(|| ApiError::not_found("projection_not_found", format!("no read model is called {name:?}")))
+}
+
+/// A read model's dead letters: parked and retrying events with their error, attempts and the
+/// followers waiting behind them.
+#[utoipa::path(
+    get, path = "/v1/admin/projections/{name}/dead-letters", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The read model")),
+    responses(
+        (status = 200, description = "Its dead letters", body = DeadLetters),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`projection_not_found`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_dead_letters(
+    State(state): State<QueryState>,
+    _caller: Caller<Admins>,
+    Path(name): Path<String>,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let model = model_named(&state, &name)?.name();
+    let version = versions(&state.db, model).await?.live;
+    let items = dead_letters(&state.db, model, version).await?;
+    let skipped = skipped_count(&state.db, model).await?;
+    Ok(Json(DeadLetters { name, version, items, skipped }))
+}
+
+/// How long a retry or skip waits for the model's worker to carry it out before answering 202.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// What became of a retry or skip.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterOutcome {
+    /// The dead letter's position.
+    position: String,
+    /// `retry` or `skip`.
+    action: String,
+    /// `applied`, `skipped`, `parked` (refused again: it stays, with the new `error`) or
+    /// `requested` (no worker of this model has carried it out yet; it will, when one runs).
+    outcome: String,
+    /// The model's error when it refused the event again.
+    error: Option<String>,
+    /// Its attempts so far, while it is still a dead letter.
+    attempts: Option<i64>,
+    /// The followers applied after it, in order.
+    released: Vec<String>,
+}
+
+impl From<Settled> for DeadLetterOutcome {
+    fn from(s: Settled) -> Self {
+        Self {
+            position: s.position,
+            action: s.action.as_str().to_owned(),
+            outcome: s.outcome,
+            error: s.error,
+            attempts: s.attempts,
+            released: s.released,
+        }
+    }
+}
+
+/// Records `action` on the dead letter at `position` of the model `name`, and waits for the
+/// model's worker (in this process or another) to carry it out.
+async fn settle_dead_letter(
+    state: &QueryState,
+    caller: &Caller<Admins>,
+    name: &str,
+    position: &str,
+    action: Action,
+) -> Result<(StatusCode, Json<DeadLetterOutcome>), ApiError> {
+    let model = model_named(state, name)?.name();
+    let at: Position = position.parse().map_err(|_| ApiError::invalid_field("position", "not a feed position"))?;
+    let requested = request_dead_letter(&state.db, model, at, action).await.map_err(|err| match err {
+        RequestError::UnknownPosition => ApiError::not_found(
+            "dead_letter_not_found",
+            format!("the {model} read model keeps no dead letter at {position}"),
+        ),
+        RequestError::Held(head) => ApiError::new(
+            StatusCode::CONFLICT,
+            "dead_letter_not_parked",
+            match head {
+                Some(head) => format!("the event at {position} is held behind {head}; retry or skip that one"),
+                None => format!("the event at {position} is held behind an earlier dead letter of its aggregate"),
+            },
+        ),
+        RequestError::Store(err) => err.into(),
+    })?;
+    tracing::info!(projection = model, %position, action = action.as_str(), by = %caller.principal.user, "dead letter: operator's request recorded");
+    let done = settled(&state.db, &requested, SETTLE_WAIT).await?;
+    let status = if done.outcome == "requested" { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(done.into())))
+}
+
+/// Apply a dead letter again; on success its followers are applied in order. The model's worker
+/// carries it out; refused again, it stays parked and the answer says so (`outcome: parked`).
+#[utoipa::path(
+    post, path = "/v1/admin/projections/{name}/dead-letters/{position}/retry", tag = "admin", security(("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The read model"),
+        ("position" = String, Path, description = "The dead letter's feed position"),
+    ),
+    responses(
+        (status = 200, description = "Carried out: `applied`, or `parked` with the new error", body = DeadLetterOutcome),
+        (status = 202, description = "Recorded; no worker has carried it out yet", body = DeadLetterOutcome),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`projection_not_found` or `dead_letter_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`dead_letter_not_parked`: held behind an earlier dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad position", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry_dead_letter(
+    State(state): State<QueryState>,
+    caller: Caller<Admins>,
+    Path((name, position)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeadLetterOutcome>), ApiError> {
+    settle_dead_letter(&state, &caller, &name, &position, Action::Retry).await
+}
+
+/// Skip a dead letter: it is recorded and never applied (a rebuilt version passes over it too);
+/// its followers are applied in order.
+#[utoipa::path(
+    post, path = "/v1/admin/projections/{name}/dead-letters/{position}/skip", tag = "admin", security(("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The read model"),
+        ("position" = String, Path, description = "The dead letter's feed position"),
+    ),
+    responses(
+        (status = 200, description = "Skipped", body = DeadLetterOutcome),
+        (status = 202, description = "Recorded; no worker has carried it out yet", body = DeadLetterOutcome),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`projection_not_found` or `dead_letter_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`dead_letter_not_parked`: held behind an earlier dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad position", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn skip_dead_letter(
+    State(state): State<QueryState>,
+    caller: Caller<Admins>,
+    Path((name, position)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeadLetterOutcome>), ApiError> {
+    settle_dead_letter(&state, &caller, &name, &position, Action::Skip).await
 }
 
 /// The answer to a rebuild request.

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::middleware;
 use stay_http::auth::require_token;
 use stay_http::{ApiError, JwtKeys};
+use stay_projections::runner::Committed;
 use stay_projections::ReadModel;
 use stay_store::{EventStore, SqlDatabase};
 use utoipa::openapi::OpenApi;
@@ -56,6 +57,8 @@ pub struct QueryState {
 #[derive(Debug)]
 struct Watchers {
     timing: WatchTiming,
+    /// This process's projector's commits, if it runs one.
+    committed: Mutex<Option<Committed>>,
     by_model: Mutex<HashMap<&'static str, ProgressWatch>>,
 }
 
@@ -73,16 +76,33 @@ impl QueryState {
         keys: JwtKeys,
         timing: WatchTiming,
     ) -> Self {
-        let watchers = Arc::new(Watchers { timing, by_model: Mutex::default() });
+        let watchers = Arc::new(Watchers { timing, committed: Mutex::default(), by_model: Mutex::default() });
         Self { store, db, models: models.into(), keys: Arc::new(keys), watchers, room_cache: Arc::default() }
+    }
+
+    /// The same, with the progress watchers woken by the commits of this process's projector
+    /// rather than polling while a model is behind. Set before the first query.
+    #[must_use]
+    pub fn woken_by(self, committed: Committed) -> Self {
+        *self.watchers.committed.lock().unwrap_or_else(PoisonError::into_inner) = Some(committed);
+        self
     }
 
     /// The progress watcher of `model` (its task starts with the first query that asks it).
     pub fn progress(&self, model: &'static str) -> ProgressWatch {
+        let signal = self
+            .watchers
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|c| c.subscribe(model));
         let mut by_model = self.watchers.by_model.lock().unwrap_or_else(PoisonError::into_inner);
         by_model
             .entry(model)
-            .or_insert_with(|| ProgressWatch::new(model, self.store.clone(), self.db.clone(), self.watchers.timing))
+            .or_insert_with(|| {
+                ProgressWatch::woken_by(model, self.store.clone(), self.db.clone(), self.watchers.timing, signal)
+            })
             .clone()
     }
 
@@ -129,6 +149,9 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(reservations::my_notifications))
         .routes(routes!(admin::projections))
         .routes(routes!(admin::rebuild))
+        .routes(routes!(admin::list_dead_letters))
+        .routes(routes!(admin::retry_dead_letter))
+        .routes(routes!(admin::skip_dead_letter))
         .routes(routes!(admin::feed))
         .routes(routes!(admin::stream))
         .routes(routes!(correlations::correlation))

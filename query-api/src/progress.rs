@@ -8,16 +8,18 @@
 //! take the published progress without a round trip, and it keys roomview's cached answers
 //! (`room_cache`).
 //!
-//! When to read again: the projector, in this process or another, tells nobody when it commits a
-//! batch, but a checkpoint can only move when the feed holds events after it, and the store does
-//! tell when events are committed ([`EventStore::wait_for_events`], woken by commits in this
-//! process and by notifications across processes). So the watcher
+//! When to read again: a checkpoint can only move when the feed holds events after it, and the
+//! store tells when events are committed ([`EventStore::wait_for_events`], woken by commits in this
+//! process and by notifications across processes). A projector in this process also tells when it
+//! commits ([`stay_projections::runner::Committed`], handed to the watcher as its `signal`). So the
+//! watcher
 //! - sleeps while the feed holds nothing after the published checkpoint (looking again at least
 //!   every `idle_recheck`);
-//! - when it does, reads the feed's head and then only the checkpoint, one small query every
-//!   `refresh`, until the checkpoint has reached that head (every `slow_refresh` once the
-//!   checkpoint has not moved for `stalled`: a projector that is down should not cost a query per
-//!   `refresh`);
+//! - when it does, reads the feed's head and then only the checkpoint, until the checkpoint has
+//!   reached that head: with a signal, once per commit of this process's projector (and every
+//!   `fallback` meanwhile, for a projector in another process, as when this one stands by);
+//!   without one, one small query every `refresh` (every `slow_refresh` once the checkpoint has
+//!   not moved for `stalled`: a projector that is down should not cost a query per `refresh`);
 //! - reads the live version again when the checkpoint stands still, at most every
 //!   `version_recheck`: a rebuild's switch leaves the old version's checkpoint standing, so a
 //!   switch is noticed that soon, and a checkpoint that moves needs no such look.
@@ -67,6 +69,9 @@ pub struct WatchTiming {
     pub slow_refresh: Duration,
     /// How long the checkpoint may stand still with events waiting before looks slow down.
     pub stalled: Duration,
+    /// With a projector's signal: the longest wait for it before looking anyway (the model's
+    /// worker may run in another process).
+    pub fallback: Duration,
     /// The longest sleep while the feed holds nothing new (a rebuild's switch is noticed by then).
     pub idle_recheck: Duration,
     /// How often the live version is read again while the checkpoint stands still.
@@ -86,6 +91,7 @@ impl Default for WatchTiming {
             refresh: Duration::from_millis(2),
             slow_refresh: Duration::from_millis(25),
             stalled: Duration::from_secs(1),
+            fallback: Duration::from_millis(100),
             idle_recheck: Duration::from_millis(250),
             version_recheck: Duration::from_millis(50),
             dormant_after: Duration::from_secs(5),
@@ -107,6 +113,8 @@ struct Inner {
     store: EventStore,
     db: SqlDatabase,
     timing: WatchTiming,
+    /// Moves when this process's projector commits a batch of the model, if it runs the model.
+    signal: Option<watch::Receiver<u64>>,
     /// The latest reading (`None` before the task's first one, and while it sleeps).
     published: watch::Sender<Option<Progress>>,
     /// Whether a task is running (at most one is).
@@ -184,12 +192,25 @@ pub enum Waited {
 impl ProgressWatch {
     /// A watcher of `model`; its task starts with the first query.
     pub fn new(model: &'static str, store: EventStore, db: SqlDatabase, timing: WatchTiming) -> Self {
+        Self::woken_by(model, store, db, timing, None)
+    }
+
+    /// A watcher of `model` that, while the model is behind, reads its progress when `signal`
+    /// moves (this process's projector committed) rather than polling for it.
+    pub fn woken_by(
+        model: &'static str,
+        store: EventStore,
+        db: SqlDatabase,
+        timing: WatchTiming,
+        signal: Option<watch::Receiver<u64>>,
+    ) -> Self {
         let (owner_alive, owner_gone) = watch::channel(());
         let inner = Inner {
             model,
             store,
             db,
             timing,
+            signal,
             published: watch::channel(None).0,
             running: AtomicBool::new(false),
             _owner_alive: owner_alive,
@@ -379,6 +400,7 @@ impl Look {
 async fn watch_model(owner: Weak<Inner>, mut stopped: OwnerGone) {
     let Some(inner) = owner.upgrade() else { return };
     let (model, store, db, timing) = (inner.model, inner.store.clone(), inner.db.clone(), inner.timing);
+    let mut signal = inner.signal.clone();
     drop(inner);
     let mut look = Look::new();
     // The feed's head when last read, while the projector has yet to reach it.
@@ -392,6 +414,10 @@ async fn watch_model(owner: Weak<Inner>, mut stopped: OwnerGone) {
             if inner.is_idle() && inner.go_dormant() {
                 return;
             }
+        }
+        if let Some(signal) = signal.as_mut() {
+            // Commits from here on wake the next wait; the look below sees those before.
+            signal.borrow_and_update();
         }
         let taken = look.take(&db, model, timing.version_recheck).await;
         let Some(inner) = owner.upgrade() else { return };
@@ -443,7 +469,20 @@ async fn watch_model(owner: Weak<Inner>, mut stopped: OwnerGone) {
                 continue;
             }
         }
-        // The projector has events to apply: give it a moment (a longer one if it seems stuck).
+        // The projector has events to apply: with its signal, wait for its next commit (or the
+        // fallback, for a projector in another process); without, give it a moment (a longer one
+        // if it seems stuck).
+        if let Some(commits) = signal.as_mut() {
+            tokio::select! {
+                () = stopped.wait() => return,
+                changed = commits.changed() => if changed.is_err() {
+                    // The projector is gone: poll as without one.
+                    signal = None;
+                },
+                () = tokio::time::sleep(timing.fallback) => {}
+            }
+            continue;
+        }
         let wait = if look.last_move.elapsed() >= timing.stalled { timing.slow_refresh } else { timing.refresh };
         if !pause(wait, &mut stopped).await {
             return;
@@ -593,6 +632,40 @@ mod tests {
         let looks = watch.reads() - looks_before;
         assert!(looks < 100, "{looks} looks at the database for 200 waiting reads");
         assert_eq!(watch.waiting(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_projectors_signal_a_wait_reads_once_per_commit_and_not_in_between() {
+        let mut f = Fixture::new().await;
+        let (commits, signal) = watch::channel(0u64);
+        // A fallback far longer than the test: only the signal can wake the watcher in time.
+        let timing = WatchTiming { fallback: Duration::from_secs(60), ..WatchTiming::default() };
+        let watch = ProgressWatch::woken_by(MODEL, f.store.clone(), f.db.clone(), timing, Some(signal));
+        let wanted = f.append().await;
+        let waiter = {
+            let watch = watch.clone();
+            tokio::spawn(async move { watch.reached(wanted, later(30)).await })
+        };
+        eventually("the read waits", || watch.waiting() == 1).await;
+        // The watcher has seen the event the projector has yet to apply…
+        eventually("the watcher looked", || watch.reads() >= 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // …and while the projector applies nothing, it does not look again.
+        let before = watch.reads();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(watch.reads(), before, "no polling while the wait is idle");
+        assert!(!waiter.is_finished());
+
+        // The projector commits and says so: the waiting read is answered at once.
+        f.apply_up_to(wanted).await;
+        let committed = Instant::now();
+        commits.send_modify(|n| *n += 1);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("answered").expect("no panic");
+        let took = committed.elapsed();
+        assert_eq!(waited, Waited::Reached(Progress { version: 1, checkpoint: wanted }));
+        assert!(took < Duration::from_millis(500), "answered {took:?} after the commit");
+        assert!(watch.reads() - before <= 2, "one look per commit: {} looks", watch.reads() - before);
     }
 
     #[tokio::test]

@@ -4,8 +4,10 @@
 //! A batch is read after the version's checkpoint (events are upcast on read) and first applied
 //! straight through, all its events handed to the model at once so that it can fold them per row
 //! and write each row once. Only if an event turns out to be poison is the transaction rolled back
-//! and the batch applied again carefully, each event in a savepoint, so that one event can be parked
-//! without losing the others: poison is rare, savepoints cost. The checkpoint moves by
+//! and the batch applied again carefully, each event in a savepoint, so that one event can be kept
+//! as a dead letter without losing the others: poison is rare, savepoints cost. A refused event is
+//! tried once here; it is tried again later, with backoff, by `dead_letters`, so that it holds up
+//! neither the batch nor other aggregates. Events an operator skipped are passed over. The checkpoint moves by
 //! compare-and-set from the position the batch was read after, so when two workers race (a lease
 //! that changed hands mid-batch) only one applies it. Effects are exactly-once although delivery
 //! is at-least-once.
@@ -14,7 +16,7 @@ use stay_store::{Position, RecordedEvent, SqlTransaction, StoreError};
 use tracing::field::{display, Empty};
 use tracing::{Instrument, Span};
 
-use super::dead_letters::{aggregate_of, blocked, park, Parked, Reason};
+use super::dead_letters::{aggregate_of, blocked, park, skipped, Parked, Reason};
 use super::versions::checkpoint_name;
 use super::Projector;
 use crate::model::{ApplyError, ReadModel};
@@ -47,7 +49,7 @@ enum Pass {
     /// The wanted events of aggregates not held behind a parked event, handed to the model at
     /// once ([`ReadModel::apply_batch`]); a poison event rolls the whole batch back.
     Straight,
-    /// Each event in a savepoint, tried up to the configured attempts, parked if it still fails.
+    /// Each event in a savepoint, tried once, kept as a dead letter if refused.
     Careful,
 }
 
@@ -111,15 +113,17 @@ impl Projector {
         let (model, v) = (batch.model, batch.v);
         let mut tx = self.db.begin().await?;
         let mut blocked = blocked(&mut tx, model.name(), v).await?;
+        let skipped = skipped(&mut tx, model.name()).await?;
         let mut parked = Vec::new();
         // The straight pass hands the model every event it may apply at once, so that it can fold
         // them per row; only the careful pass goes event by event.
         let mut straight = Vec::new();
-        for event in batch.events.iter().filter(|e| model.wants(e)) {
+        let skips = |event: &RecordedEvent| !skipped.is_empty() && skipped.contains(&event.position.to_string());
+        for event in batch.events.iter().filter(|e| model.wants(e) && !skips(e)) {
             let aggregate = aggregate_of(event);
             if blocked.contains(&aggregate) {
                 let reason = Reason::HeldBehind;
-                park(&mut tx, model.name(), v, event, reason.as_str()).await?;
+                park(&mut tx, model.name(), v, event, &reason, &self.config).await?;
                 parked.push(Parked { event, reason });
                 continue;
             }
@@ -129,7 +133,7 @@ impl Projector {
             }
             if let Err(error) = self.apply_in_savepoint(&mut tx, model, v, event).await? {
                 let reason = Reason::Poison(error);
-                park(&mut tx, model.name(), v, event, reason.as_str()).await?;
+                park(&mut tx, model.name(), v, event, &reason, &self.config).await?;
                 parked.push(Parked { event, reason });
                 blocked.insert(aggregate);
             }
@@ -158,32 +162,28 @@ impl Projector {
         }
     }
 
-    /// Applies one event in a savepoint, retrying a refusal; `Ok(Err(why))` when it must be parked.
-    async fn apply_in_savepoint(
+    /// Applies one event in a savepoint, once; `Ok(Err(why))` when the model refuses it. No
+    /// second attempt here: the transaction holds the write lock (and, on PostgreSQL, the feed's
+    /// fence), so a refused event is tried again later, with backoff, as a dead letter.
+    pub(super) async fn apply_in_savepoint(
         &self,
         tx: &mut SqlTransaction,
         model: &dyn ReadModel,
         v: i64,
         event: &RecordedEvent,
     ) -> Result<Result<(), String>, StoreError> {
-        let mut last = String::new();
-        // No pause between attempts: the transaction holds the write lock (and, on PostgreSQL, the
-        // feed's fence) meanwhile.
-        for _ in 0..self.config.attempts.max(1) {
-            tx.run("SAVEPOINT apply_event", &[]).await?;
-            match model.apply(tx, v, event).await {
-                Ok(()) => {
-                    tx.run("RELEASE SAVEPOINT apply_event", &[]).await?;
-                    return Ok(Ok(()));
-                }
-                Err(ApplyError::Poison(why)) => {
-                    tx.run("ROLLBACK TO SAVEPOINT apply_event", &[]).await?;
-                    last = why;
-                }
-                Err(ApplyError::Store(err)) => return Err(err),
+        tx.run("SAVEPOINT apply_event", &[]).await?;
+        match model.apply(tx, v, event).await {
+            Ok(()) => {
+                tx.run("RELEASE SAVEPOINT apply_event", &[]).await?;
+                Ok(Ok(()))
             }
+            Err(ApplyError::Poison(why)) => {
+                tx.run("ROLLBACK TO SAVEPOINT apply_event", &[]).await?;
+                Ok(Err(why))
+            }
+            Err(ApplyError::Store(err)) => Err(err),
         }
-        Ok(Err(last))
     }
 }
 

@@ -3,8 +3,9 @@
 //! - `batch` — a worker reads a batch of the feed after its checkpoint, applies it and moves the
 //!   checkpoint by compare-and-set in one transaction, so a batch is applied once even if two
 //!   workers race. Effects are exactly-once although delivery is at-least-once.
-//! - `dead_letters` — an event the model cannot apply is retried, then parked with its error;
-//!   later events of the same aggregate are parked behind it, while other aggregates go on.
+//! - `dead_letters` — an event the model cannot apply is kept with its error and retried with
+//!   backoff, then parked; later events of the same aggregate are held behind it, while other
+//!   aggregates go on. An operator retries or skips a parked event; the worker carries it out.
 //! - `lease` — one process at a time runs a model's worker; a standby takes over when the lease
 //!   lapses.
 //! - `versions` — a rebuild builds the next version beside the live one and switches when it has
@@ -23,6 +24,7 @@ mod status;
 mod testing;
 mod versions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,23 +38,32 @@ use crate::model::ReadModel;
 use lease::Lease;
 
 pub use batch::Step;
-pub use dead_letters::DeadLetter;
+pub use dead_letters::{
+    all as dead_letters, request as request_dead_letter, settled, skipped_count, Action, DeadLetter, RequestError,
+    Requested, Settled,
+};
 pub use status::{lag, statuses, ProjectionStatus, RebuildStatus};
 pub use versions::{checkpoint_name, initialize, request_rebuild, versions, Versions};
 
 /// The runner's own tables: versions, leases, dead letters.
 pub const PROJECTION_MIGRATIONS: MigrationSet = MigrationSet {
     component: "projections",
-    sqlite: &[Migration {
-        version: 1,
-        name: "projection_tables",
-        sql: include_str!("../../migrations/0001_projections.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "projection_tables",
-        sql: include_str!("../../migrations/0001_projections.sql"),
-    }],
+    sqlite: &[
+        Migration { version: 1, name: "projection_tables", sql: include_str!("../../migrations/0001_projections.sql") },
+        Migration {
+            version: 2,
+            name: "dead_letter_retries",
+            sql: include_str!("../../migrations/0002_dead_letter_retries.sql"),
+        },
+    ],
+    postgres: &[
+        Migration { version: 1, name: "projection_tables", sql: include_str!("../../migrations/0001_projections.sql") },
+        Migration {
+            version: 2,
+            name: "dead_letter_retries",
+            sql: include_str!("../../migrations/0002_dead_letter_retries.sql"),
+        },
+    ],
 };
 
 /// How long a worker waits after a failed set-up or batch: from 100 ms, doubling to 5 s, never
@@ -72,13 +83,46 @@ pub struct RunnerConfig {
     pub batch: usize,
     /// How long a lease lasts without renewal.
     pub lease: Duration,
-    /// Attempts at an event before it is parked.
+    /// Attempts at a refused event before it is parked (the first, then retries with backoff).
     pub attempts: u32,
+    /// The waits between attempts at a refused event, by failure count.
+    pub poison_backoff: Backoff,
 }
+
+/// The waits between attempts at a refused event: from about 500 ms, doubling to 30 s.
+pub const POISON_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { batch: 500, lease: Duration::from_secs(5), attempts: 3 }
+        Self { batch: 500, lease: Duration::from_secs(5), attempts: 4, poison_backoff: POISON_BACKOFF }
+    }
+}
+
+/// Tells readers in this process when a model's worker here has committed (a batch, a rebuild's
+/// switch, a released dead letter), so that they read its progress then rather than poll for it.
+/// Cheap to clone; one counter per model, moved on every commit.
+#[derive(Clone, Debug, Default)]
+pub struct Committed {
+    by_model: Arc<HashMap<&'static str, watch::Sender<u64>>>,
+}
+
+impl Committed {
+    /// A signal for each of `models`.
+    fn new(models: &[Arc<dyn ReadModel>]) -> Self {
+        let by_model = models.iter().map(|m| (m.name(), watch::channel(0).0)).collect();
+        Self { by_model: Arc::new(by_model) }
+    }
+
+    /// Changes whenever `model`'s worker in this process commits; `None` for a model it does not run.
+    pub fn subscribe(&self, model: &str) -> Option<watch::Receiver<u64>> {
+        self.by_model.get(model).map(watch::Sender::subscribe)
+    }
+
+    /// Notes a commit of `model`'s worker.
+    fn bump(&self, model: &str) {
+        if let Some(sender) = self.by_model.get(model) {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }
 
@@ -90,12 +134,19 @@ pub struct Projector {
     models: Vec<Arc<dyn ReadModel>>,
     owner: String,
     config: RunnerConfig,
+    committed: Committed,
 }
 
 impl Projector {
     /// Workers for `models`, reading `store`'s feed and writing to `db`.
     pub fn new(store: EventStore, db: SqlDatabase, models: Vec<Arc<dyn ReadModel>>, config: RunnerConfig) -> Self {
-        Self { store, db, models, owner: format!("projector-{}", Uuid::new_v4()), config }
+        let committed = Committed::new(&models);
+        Self { store, db, models, owner: format!("projector-{}", Uuid::new_v4()), config, committed }
+    }
+
+    /// The signal this projector moves whenever one of its workers commits.
+    pub fn committed(&self) -> Committed {
+        self.committed.clone()
     }
 
     /// Runs every model's worker until `stop` turns true.
@@ -153,8 +204,13 @@ impl Projector {
                 status::publish_lag(&self.store, &self.db, name).await;
             }
             if let Some(after) = pause_for_events {
+                // No longer than until the next dead letter is due.
+                let wait = match dead_letters::next_due(&self.db, name, live_version(&self.db, name).await).await {
+                    Ok(Some(due)) => (due - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO).min(IDLE_WAIT),
+                    _ => IDLE_WAIT,
+                };
                 tokio::select! {
-                    _ = self.store.wait_for_events(after, IDLE_WAIT) => {}
+                    _ = self.store.wait_for_events(after, wait) => {}
                     _ = stop.changed() => {}
                 }
             }
@@ -171,13 +227,19 @@ impl Projector {
             return Ok(Round::Standby);
         }
         let versions = versions(&self.db, model.name()).await?;
+        let released = self.settle_due(model, versions.live).await?;
         let live = self.step(model, versions.live).await?;
-        let mut progressed = live.read > 0;
+        if released || live.read > 0 {
+            // Readers waiting for the live version look now, not after the rebuild's batch.
+            self.committed.bump(model.name());
+        }
+        let mut progressed = released || live.read > 0;
         if let Some(building) = versions.building {
+            progressed |= self.settle_due(model, building).await?;
             let built = self.step(model, building).await?;
             progressed |= built.read > 0;
-            if built.read == 0 && built.at >= live.at {
-                versions::switch(&self.db, model.name(), building).await?;
+            if built.read == 0 && built.at >= live.at && versions::switch(&self.db, model.name(), building).await? {
+                self.committed.bump(model.name());
                 progressed = true;
             }
         }
@@ -195,6 +257,11 @@ enum Round {
     Standby,
 }
 
+/// The live version of `name` (1 when it cannot be read: only a wait depends on it).
+async fn live_version(db: &SqlDatabase, name: &str) -> i64 {
+    versions(db, name).await.map_or(1, |v| v.live)
+}
+
 /// The next wait of a run of failures.
 fn next_wait(retry: &mut Waits) -> Duration {
     // RETRY sets no limit, so there is always a next wait.
@@ -206,5 +273,30 @@ async fn pause(wait: Duration, stop: &mut watch::Receiver<bool>) {
     tokio::select! {
         () = tokio::time::sleep(wait) => {}
         _ = stop.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::testing::{Fixture, Probe};
+
+    #[tokio::test]
+    async fn a_round_that_commits_moves_the_models_signal_and_an_idle_one_does_not() {
+        let f = Fixture::new().await;
+        let model = Arc::new(Probe::default());
+        let projector = f.projector_of(model.clone(), RunnerConfig::default());
+        let mut signal = projector.committed().subscribe("probe").expect("a signal for probe");
+        assert!(projector.committed().subscribe("other").is_none(), "only the projector's models");
+        initialize(&f.db, model.as_ref()).await.expect("initialize");
+        let mut lease = projector.lease(model.as_ref());
+        f.note("a", false).await;
+
+        projector.round(model.as_ref(), &mut lease).await.expect("round");
+        assert!(signal.has_changed().expect("alive"), "the batch's commit is signalled");
+        signal.borrow_and_update();
+
+        projector.round(model.as_ref(), &mut lease).await.expect("round");
+        assert!(!signal.has_changed().expect("alive"), "nothing committed, nothing signalled");
     }
 }

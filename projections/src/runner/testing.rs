@@ -2,8 +2,9 @@
 //! `Probe`, a read model that writes one row per event and refuses the events it is told to.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -22,10 +23,14 @@ pub(crate) const POISON: &str = "the probe cannot apply a poison event";
 
 /// A read model with one table, `probe_v{v}`: a row (position, aggregate id) per `Probe` event.
 /// An event whose payload says `"poison": true` is poison; an aggregate named by `fail_at` meets a
-/// database error. It notes the aggregates of every batch handed to it at once.
+/// database error. It notes the aggregates of every batch handed to it at once, when it was asked
+/// to apply a poison event, and the events it applied in order. Once `cure`d it applies poison too.
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
     poison_attempts: AtomicUsize,
+    poison_times: Mutex<Vec<Instant>>,
+    cured: AtomicBool,
+    applied: Mutex<Vec<Position>>,
     fail_at: Mutex<Option<String>>,
     batches: Mutex<Vec<Vec<String>>>,
 }
@@ -34,6 +39,21 @@ impl Probe {
     /// How often it was asked to apply a poison event.
     pub(crate) fn poison_attempts(&self) -> usize {
         self.poison_attempts.load(Ordering::SeqCst)
+    }
+
+    /// When it was asked to apply a poison event.
+    pub(crate) fn poison_times(&self) -> Vec<Instant> {
+        self.poison_times.lock().expect("the probe's lock").clone()
+    }
+
+    /// From now on, poison events apply like any other (the cause is fixed).
+    pub(crate) fn cure(&self) {
+        self.cured.store(true, Ordering::SeqCst);
+    }
+
+    /// The positions of the events it applied, in the order it applied them (rolled back or not).
+    pub(crate) fn applied(&self) -> Vec<Position> {
+        self.applied.lock().expect("the probe's lock").clone()
     }
 
     /// From now on, events of aggregate `id` meet a database error.
@@ -68,8 +88,9 @@ impl ReadModel for Probe {
     }
 
     async fn apply(&self, tx: &mut SqlTransaction, v: i64, event: &RecordedEvent) -> Result<(), ApplyError> {
-        if event.payload["poison"] == json!(true) {
+        if event.payload["poison"] == json!(true) && !self.cured.load(Ordering::SeqCst) {
             self.poison_attempts.fetch_add(1, Ordering::SeqCst);
+            self.poison_times.lock().expect("the probe's lock").push(Instant::now());
             return Err(ApplyError::Poison(POISON.to_owned()));
         }
         if self.fail_at.lock().expect("the probe's lock").as_deref() == Some(event.aggregate_id.as_str()) {
@@ -82,6 +103,7 @@ impl ReadModel for Probe {
             &[major.into(), event.position.to_string().into(), event.aggregate_id.as_str().into()],
         )
         .await?;
+        self.applied.lock().expect("the probe's lock").push(event.position);
         Ok(())
     }
 
@@ -145,6 +167,11 @@ impl Fixture {
     /// A projector of its own (its own lease owner) over this store, running a `Probe`.
     pub(crate) fn projector(&self, config: RunnerConfig) -> Projector {
         Projector::new(self.store.clone(), self.db.clone(), vec![Arc::new(Probe::default())], config)
+    }
+
+    /// A projector of its own over this store, running `model`.
+    pub(crate) fn projector_of(&self, model: Arc<Probe>, config: RunnerConfig) -> Projector {
+        Projector::new(self.store.clone(), self.db.clone(), vec![model], config)
     }
 
     /// The rows of `probe_v{v}`, in feed order.
