@@ -3,6 +3,7 @@
 //! - [`rooms`] — roomview and reviews, public.
 //! - [`reservations`] — a reservation, a guest's history, anyone's notifications.
 //! - [`admin`] — projection status and rebuilds, the global feed, an aggregate's history.
+//! - [`sagas`] — `GET /v1/admin/sagas`, the saga overview.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
 //! - [`progress`] — one task per read model watches its version and checkpoint for every query.
@@ -14,6 +15,7 @@ pub mod progress;
 pub mod reservations;
 pub mod room_cache;
 pub mod rooms;
+pub mod sagas;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -129,6 +131,7 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(admin::rebuild))
         .routes(routes!(admin::feed))
         .routes(routes!(admin::stream))
+        .routes(routes!(sagas::list_sagas))
         .with_state(state)
         .route_layer(middleware::from_fn_with_state(keys, require_token))
         .split_for_parts();
