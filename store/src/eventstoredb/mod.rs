@@ -563,7 +563,7 @@ mod tests {
         assert!(store.read_feed(Position::START, 0).await.unwrap().is_empty());
         // An aggregate type outside the feed is refused before anything is written.
         assert!(matches!(store.append(append("Invoice")).await, Err(StoreError::Schema(_))));
-        assert!(format!("{store:?}").contains("Reservation"));
+        assert!(format!("{store:?}").contains("Room"));
     }
 
     #[tokio::test]
