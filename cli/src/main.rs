@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod aggregate_types;
 mod events;
 mod load;
 mod memory;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use stay_store::{EventStore, StoreOptions};
+use stay_store::EventStore;
 
 use crate::settings::{component_migrations, StoreArgs};
 
@@ -21,7 +21,7 @@ pub struct MigrateArgs {
 #[allow(clippy::print_stdout)] // the command's own output
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let url = args.store.store_url()?;
-    let store = EventStore::open(&url, StoreOptions::default())
+    let store = EventStore::open(&url, crate::aggregate_types::store_options())
         .await
         .with_context(|| format!("cannot open the store at {url}"))?;
     let mut applied = store.migrate().await.with_context(|| format!("migrating {url}"))?;

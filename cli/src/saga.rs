@@ -40,11 +40,17 @@ struct Server {
 
 #[derive(Debug, Subcommand)]
 enum SagaCommand {
-    /// Sagas, newest change first.
+    /// Sagas, newest first, from the server's `sagas` read model: every page, or `--limit` of them.
     Ls {
-        /// Only this status: running, completed, compensated or parked.
+        /// Only these statuses: running, completed, compensated, parked (repeat, or separate by commas).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        /// Show at most this many (following pages as needed); without it, all.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Start after this point: the `next_cursor` of an earlier listing.
         #[arg(long)]
-        status: Option<String>,
+        cursor: Option<String>,
         #[command(flatten)]
         server: Server,
     },
@@ -96,26 +102,22 @@ impl Server {
 #[allow(clippy::print_stdout)] // the command's own output
 pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
     match args.command {
-        SagaCommand::Ls { status, server } => {
-            let query = status.map(|s| format!("?status={s}")).unwrap_or_default();
-            let list = server.call(reqwest::Method::GET, &format!("/v1/admin/sagas{query}")).await?;
+        SagaCommand::Ls { status, limit, cursor, server } => {
+            let (items, next_cursor) = list(&server, &status, limit, cursor).await?;
             if server.json {
-                println!("{list}");
+                println!("{}", serde_json::json!({ "items": items, "next_cursor": next_cursor }));
                 return Ok(());
             }
-            let mut table = output::table(&["saga", "status", "step", "updated", "last error"], &[]);
-            for saga in list["items"].as_array().into_iter().flatten() {
-                // An absent optional field (no last error) shows as an empty cell.
+            let mut table = output::table(&["saga", "status", "step", "updated", "outcome"], &[]);
+            for saga in &items {
+                // An absent optional field (no outcome yet) shows as an empty cell.
                 let cell = |name: &str| saga[name].as_str().unwrap_or("").to_owned();
-                table.add_row(vec![
-                    cell("saga_id"),
-                    cell("status"),
-                    cell("step"),
-                    cell("updated_at"),
-                    cell("last_error"),
-                ]);
+                table.add_row(vec![cell("saga_id"), cell("status"), cell("step"), cell("updated_at"), cell("outcome")]);
             }
             println!("{table}");
+            if let Some(cursor) = next_cursor {
+                println!("more: --cursor {cursor}");
+            }
         }
         SagaCommand::Show { id, server } => {
             let saga = server.call(reqwest::Method::GET, &format!("/v1/admin/sagas/{id}")).await?;
@@ -152,6 +154,40 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
         SagaCommand::Skip { id, server } => resume(&server, &id, "skip").await?,
     }
     Ok(())
+}
+
+/// The largest page the server gives.
+const MAX_PAGE: u64 = 1000;
+
+/// Sagas of `statuses`, following `next_cursor` from `cursor` until the list ends or `limit` are
+/// in; answers them and where a further listing would start.
+async fn list(
+    server: &Server,
+    statuses: &[String],
+    limit: Option<u64>,
+    mut cursor: Option<String>,
+) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let wanted = limit.map_or(MAX_PAGE, |limit| (limit - items.len() as u64).min(MAX_PAGE));
+        // Built by the URL's own encoder, so a status or cursor with odd characters stays one value.
+        let mut url = reqwest::Url::parse("http://stay/v1/admin/sagas")?;
+        url.query_pairs_mut().append_pair("limit", &wanted.to_string());
+        if !statuses.is_empty() {
+            url.query_pairs_mut().append_pair("status", &statuses.join(","));
+        }
+        if let Some(cursor) = &cursor {
+            url.query_pairs_mut().append_pair("cursor", cursor);
+        }
+        let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        let page = server.call(reqwest::Method::GET, &path).await?;
+        items.extend(page["items"].as_array().into_iter().flatten().cloned());
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        let full = limit.is_some_and(|limit| items.len() as u64 >= limit);
+        if cursor.is_none() || full {
+            return Ok((items, cursor));
+        }
+    }
 }
 
 #[allow(clippy::print_stdout)] // the command's own output

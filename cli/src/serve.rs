@@ -29,7 +29,7 @@ use stay_saga::provider::simulator::Simulator;
 use stay_saga::provider::PaymentProvider;
 use stay_saga::schedule::Schedule;
 use stay_saga::worker::SagaWorker;
-use stay_store::{EventStore, Executor, ExecutorConfig, Executors, StoreOptions, SystemClock};
+use stay_store::{EventStore, Executor, ExecutorConfig, Executors, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -229,7 +229,7 @@ impl Application {
     /// Opens the stores, migrates, wires the routes and binds the listener.
     pub async fn build(args: ServeArgs, metrics: PrometheusHandle) -> anyhow::Result<Self> {
         let url = args.store.store_url()?;
-        let store = EventStore::open(&url, StoreOptions::default())
+        let store = EventStore::open(&url, crate::aggregate_types::store_options())
             .await
             .with_context(|| format!("cannot open the store at {url}"))?;
         let read_db = args.store.read_database(&store).await?;

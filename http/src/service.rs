@@ -31,7 +31,7 @@ use utoipa_axum::routes;
 use crate::admission::{admit, Admission};
 use crate::endpoints::{self, OpsState};
 use crate::header_bound::bound_headers;
-use crate::layers::{record_metrics, unknown_route, wrong_method};
+use crate::layers::{loggable_uri, record_metrics, unknown_route, wrong_method};
 use crate::refusal_log;
 use crate::unread_body::drain_unread_body;
 
@@ -107,7 +107,9 @@ pub fn assemble(v1: Vec<(Router, OpenApi)>, config: ServiceConfig) -> (Router, O
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
+                    // The URI as logs may show it: a token passed in the query is hidden.
+                    let uri = loggable_uri(request.uri());
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %uri)
                 })
                 // A 503 (overload, a stop, the payment provider's open circuit) is the service
                 // working as meant: counted, and logged in aggregate, never a line per request.

@@ -4,6 +4,7 @@
 //! - [`reservations`] — a reservation, a guest's history, anyone's notifications.
 //! - [`admin`] — projection status and rebuilds, the global feed, an aggregate's history.
 //! - [`correlations`] — everything one correlation (a reservation) caused, as a causation tree.
+//! - [`sagas`] — `GET /v1/admin/sagas`, the saga overview.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
 //! - [`progress`] — one task per read model watches its version and checkpoint for every query.
@@ -16,6 +17,7 @@ pub mod progress;
 pub mod reservations;
 pub mod room_cache;
 pub mod rooms;
+pub mod sagas;
 pub mod wait;
 
 use std::collections::HashMap;
@@ -155,6 +157,7 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(admin::feed))
         .routes(routes!(admin::stream))
         .routes(routes!(correlations::correlation))
+        .routes(routes!(sagas::list_sagas))
         .with_state(state)
         .route_layer(middleware::from_fn_with_state(keys, require_token))
         .split_for_parts();

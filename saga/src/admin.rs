@@ -1,5 +1,6 @@
-//! The operators' routes for sagas: the list, one saga's timeline, resuming a parked saga, and the
-//! payment ledger as Stay knows it. All need the `admin` role.
+//! The operators' routes for sagas: one saga's timeline, resuming a parked saga, and the
+//! payment ledger as Stay knows it. All need the `admin` role. The saga list is the query side's
+//! (`GET /v1/admin/sagas`, from the `sagas` read model).
 
 use std::sync::Arc;
 
@@ -42,7 +43,6 @@ pub struct AdminState {
 /// The admin routes with their OpenAPI description.
 pub fn router(state: AdminState, keys: JwtKeys) -> (axum::Router, OpenApi) {
     let (router, openapi) = OpenApiRouter::new()
-        .routes(routes!(list_sagas))
         .routes(routes!(saga_timeline))
         .routes(routes!(retry_saga))
         .routes(routes!(skip_saga))
@@ -53,79 +53,11 @@ pub fn router(state: AdminState, keys: JwtKeys) -> (axum::Router, OpenApi) {
     (router, openapi)
 }
 
-/// `?status=` of the saga list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SagaFilter {
-    /// running, completed, compensated or parked.
-    status: Option<String>,
-    /// At most this many (default 100, at most 1000).
-    limit: Option<i64>,
-}
-
-/// A saga in the list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SagaSummary {
-    saga_id: String,
-    reservation_id: String,
-    status: String,
-    step: String,
-    updated_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_attempt_at: Option<DateTime<Utc>>,
-}
-
-/// The saga list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SagaList {
-    items: Vec<SagaSummary>,
-}
-
 /// A time kept as milliseconds since the epoch; one out of range is a broken row, not 1970.
 fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .ok_or_else(|| StoreError::Decode(format!("{ms} ms since the epoch is not a time")))
-}
-
-/// Sagas, newest change first, optionally of one status.
-#[utoipa::path(
-    get, path = "/v1/admin/sagas", tag = "admin", params(SagaFilter), security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The sagas", body = SagaList),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown status", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-async fn list_sagas(
-    State(state): State<AdminState>,
-    _caller: Caller<Admins>,
-    QueryParams(filter): QueryParams<SagaFilter>,
-) -> Result<Json<SagaList>, ApiError> {
-    const STATUSES: [&str; 4] = ["running", "completed", "compensated", "parked"];
-    if let Some(status) = filter.status.as_deref().filter(|s| !STATUSES.contains(s)) {
-        return Err(ApiError::invalid_field("status", format!("{status:?} is not one of {}", STATUSES.join(", "))));
-    }
-    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = state.schedule.list(filter.status.as_deref(), limit).await?;
-    let items = rows
-        .into_iter()
-        .map(|row| {
-            Ok(SagaSummary {
-                reservation_id: row.saga_id.clone(),
-                saga_id: row.saga_id,
-                status: row.status,
-                step: row.step,
-                updated_at: time(row.updated_at_ms)?,
-                last_error: row.last_error,
-                next_attempt_at: row.due_at_ms.map(time).transpose()?,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(Json(SagaList { items }))
 }
 
 /// One entry of a saga's timeline: an event of its stream.

@@ -41,7 +41,7 @@ pub use event::{Append, CommandContext, EventMetadata, NewEvent, RecordedEvent, 
 pub use executor::{Committed, CommittedEvent, ExecuteError, Executor, ExecutorConfig, ExecutorStats};
 pub use executors::Executors;
 pub use migrate::{Migration, MigrationSet, STORE_MIGRATIONS};
-pub use position::Position;
+pub use position::{FeedDistance, Position};
 pub use sql::{Arg, Cell, Row};
 pub use store::{Backend, EventStore, StoreOptions, StoreUrl};
 pub use watch::{AggregateWatch, Subscription};

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A point in the global event feed. `Position::START` lies before every event.
@@ -44,6 +45,18 @@ impl fmt::Display for Position {
             write!(f, "{}-{}", self.major, self.minor)
         }
     }
+}
+
+/// How far the feed runs ahead of a position, read from positions and one row's time: no event
+/// is read whole or decoded (`EventStore::distance_after`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedDistance {
+    /// Events in the feed after the position, at most the cap asked for. Exact on SQLite (the
+    /// difference of gap-free positions); counted over the feed's index on PostgreSQL; counted by
+    /// reading `$all` on EventStoreDB, whose positions are byte offsets, not counts.
+    pub events: u64,
+    /// When the first of them was recorded (`None` when there are none).
+    pub first_recorded_at: Option<DateTime<Utc>>,
 }
 
 /// A string that is not a feed position.

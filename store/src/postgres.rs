@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent, Snapshot};
 use crate::pg_group_commit::{position_of, run_writer, AppendJob, GroupWriter, MAX_GROUP, WRITERS};
-use crate::position::Position;
+use crate::position::{FeedDistance, Position};
 use crate::redact::redact_password;
 use crate::signal::FeedSignal;
 
@@ -176,6 +176,30 @@ impl PostgresStore {
         .fetch_optional(&self.inner.pool)
         .await?;
         row.as_ref().map(position_of).transpose().map(|p| p.unwrap_or(Position::START))
+    }
+
+    /// How far the feed runs ahead of `after`: identity values have gaps (rolled-back inserts) and
+    /// do not follow feed order, so the events are counted, up to `cap`, over the feed-order index
+    /// (the same range and fence as `read_feed`); the time is the first one's. No payload is read.
+    pub async fn distance_after(&self, after: Position, cap: u64) -> Result<FeedDistance, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM (
+                       SELECT 1 FROM events
+                        WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+                          AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+                        LIMIT $3) AS ahead) AS events,
+                    (SELECT recorded_at FROM events
+                      WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+                        AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+                      ORDER BY tx_id, global_position LIMIT 1) AS first_recorded_at",
+        )
+        .bind(after.major().to_string())
+        .bind(to_i64(after.minor()))
+        .bind(to_i64(cap))
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let events: i64 = row.try_get("events")?;
+        Ok(FeedDistance { events: events.max(0) as u64, first_recorded_at: row.try_get("first_recorded_at")? })
     }
 
     /// How many committed-or-running events the fence holds back right now (a metric: a steadily

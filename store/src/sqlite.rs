@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::event::{load_through, parse_time, Append, RecordedEvent, Snapshot};
-use crate::position::Position;
+use crate::position::{FeedDistance, Position};
 use crate::signal::FeedSignal;
 use crate::sql::{self, Arg, Row as SqlRow};
 use crate::sqlite_tail::Tail;
@@ -213,6 +213,26 @@ impl SqliteStore {
             .fetch_one(&self.inner.read_pool)
             .await?;
         Ok(Position::new(last.max(0) as u64, 0))
+    }
+
+    /// How far the feed runs ahead of `after`: positions are gap-free, so the count is the head's
+    /// position less `after`'s (capped at `cap`); the time is the next event's, read by the
+    /// position index. Nothing else of any event is read.
+    pub async fn distance_after(&self, after: Position, cap: u64) -> Result<FeedDistance, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT last_position FROM event_counter WHERE id = 1) AS head,
+                    (SELECT recorded_at FROM events WHERE global_position > ? ORDER BY global_position LIMIT 1)
+                      AS first_recorded_at",
+        )
+        .bind(to_i64(after.major()))
+        .fetch_one(&self.inner.read_pool)
+        .await?;
+        let head: i64 = row.try_get("head")?;
+        let first: Option<String> = row.try_get("first_recorded_at")?;
+        Ok(FeedDistance {
+            events: (head.max(0) as u64).saturating_sub(after.major()).min(cap),
+            first_recorded_at: first.as_deref().map(parse_time).transpose()?,
+        })
     }
 
     /// The newest snapshot of an aggregate: its last sequence and state.

@@ -20,7 +20,7 @@ use crate::database::SqlDatabase;
 use crate::error::StoreError;
 use crate::event::{upcast_serialized, Append, RecordedEvent, Snapshot};
 use crate::migrate::STORE_MIGRATIONS;
-use crate::position::Position;
+use crate::position::{FeedDistance, Position};
 use crate::postgres::PostgresStore;
 use crate::redact::redact_password;
 use crate::signal::FeedSignal;
@@ -79,6 +79,10 @@ pub struct StoreOptions {
     pub poll_interval: Duration,
     /// PostgreSQL connections in the pool.
     pub max_connections: u32,
+    /// Every aggregate type the system writes, each the aggregate's own `Aggregate::TYPE`, named
+    /// where the store is opened (the store knows no aggregates). EventStoreDB's feed is their
+    /// streams (unless its URL's `stayAggregateTypes` says otherwise); the SQL stores need none.
+    pub aggregate_types: Vec<String>,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -87,13 +91,19 @@ impl fmt::Debug for StoreOptions {
             .field("upcasters", &self.upcasters.len())
             .field("poll_interval", &self.poll_interval)
             .field("max_connections", &self.max_connections)
+            .field("aggregate_types", &self.aggregate_types)
             .finish()
     }
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { upcasters: Arc::new(Vec::new()), poll_interval: Duration::from_millis(250), max_connections: 32 }
+        Self {
+            upcasters: Arc::new(Vec::new()),
+            poll_interval: Duration::from_millis(250),
+            max_connections: 32,
+            aggregate_types: Vec::new(),
+        }
     }
 }
 
@@ -134,7 +144,9 @@ impl EventStore {
             StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path).await?),
             StoreUrl::Postgres(url) => Backend::Postgres(PostgresStore::connect(url, options.max_connections).await?),
             #[cfg(feature = "eventstoredb")]
-            StoreUrl::EventStoreDb(url) => Backend::EventStoreDb(EventStoreDbStore::connect(url).await?),
+            StoreUrl::EventStoreDb(url) => {
+                Backend::EventStoreDb(EventStoreDbStore::connect(url, &options.aggregate_types).await?)
+            }
             #[cfg(not(feature = "eventstoredb"))]
             StoreUrl::EventStoreDb(url) => {
                 return Err(StoreError::UnsupportedUrl(format!(
@@ -237,6 +249,12 @@ impl EventStore {
     /// The position of the newest event the feed can deliver.
     pub async fn head(&self) -> Result<Position, StoreError> {
         dispatch!(self, s => s.head().await)
+    }
+
+    /// How far the feed runs ahead of `after`: how many events (up to `cap`) and when the first of
+    /// them was recorded, from positions and one row's time, never decoding an event (for lag).
+    pub async fn distance_after(&self, after: Position, cap: u64) -> Result<FeedDistance, StoreError> {
+        dispatch!(self, s => s.distance_after(after, cap).await)
     }
 
     /// Waits until the feed has an event after `after`, or `timeout` passes; true when it has.

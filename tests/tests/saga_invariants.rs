@@ -653,8 +653,11 @@ async fn read_history(store: &EventStore) -> History {
     history
 }
 
-async fn admin_sagas(endpoints: &Endpoints, admin: &str, status: &str) -> Vec<Value> {
-    let reply = endpoints.get(0, &format!("/v1/admin/sagas?status={status}&limit=1000"), admin).await;
+/// The sagas of `status` as the `sagas` read model shows them once it has read the whole log.
+async fn admin_sagas(endpoints: &Endpoints, admin: &str, status: &str, store: &EventStore) -> Vec<Value> {
+    let head = store.head().await.expect("the head of the feed");
+    let path = format!("/v1/admin/sagas?status={status}&limit=1000&min_position={head}&wait_ms=30000");
+    let reply = endpoints.get(0, &path, admin).await;
     assert_eq!(reply.status, 200, "GET /v1/admin/sagas?status={status}: {}", reply.text);
     reply.body.get("items").and_then(Value::as_array).cloned().unwrap_or_default()
 }
@@ -681,7 +684,7 @@ async fn admin_payments(endpoints: &Endpoints, admin: &str) -> Vec<Value> {
 async fn settle(endpoints: &Endpoints, admin: &str, store: &EventStore, timeout: Duration) -> History {
     let deadline = Instant::now() + timeout;
     loop {
-        let running = admin_sagas(endpoints, admin, "running").await;
+        let running = admin_sagas(endpoints, admin, "running", store).await;
         if running.is_empty() || Instant::now() > deadline {
             let history = read_history(store).await;
             let open = history.reservations.values().any(|r| r.final_state().is_none())
@@ -1040,8 +1043,8 @@ async fn verify(
     let admin = servers[0].token("ops", "admin");
     let store = servers[0].open_store().await;
     let history = settle(endpoints, &admin, &store, timeout).await;
-    let running = admin_sagas(endpoints, &admin, "running").await;
-    let parked = admin_sagas(endpoints, &admin, "parked").await;
+    let running = admin_sagas(endpoints, &admin, "running", &store).await;
+    let parked = admin_sagas(endpoints, &admin, "parked", &store).await;
     let stay_ledger = admin_payments(endpoints, &admin).await;
     let sim_ledger = match provider {
         ProviderBooks::Process(sim) => Some(sim.ledger().await),

@@ -69,7 +69,8 @@ impl<A: Aggregate> Folded<A> {
 #[allow(clippy::print_stdout)] // the command's own output
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let url = args.store.store_url()?;
-    let options = StoreOptions { upcasters: Arc::new(stay_domain::upcasters()), ..StoreOptions::default() };
+    let options =
+        StoreOptions { upcasters: Arc::new(stay_domain::upcasters()), ..crate::aggregate_types::store_options() };
     let store = EventStore::open(&url, options).await.with_context(|| format!("cannot open {url}"))?;
     store.migrate().await?;
     if args.generate > 0 {
@@ -97,11 +98,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let folding = Instant::now();
     for event in &log {
         match event.aggregate_type.as_str() {
-            "Room" => rooms.apply(event)?,
-            "Reservation" => reservations.apply(event)?,
-            "Payment" => payments.apply(event)?,
-            "Review" => reviews.apply(event)?,
-            "ReservationSaga" => sagas.apply(event)?,
+            t if t == Room::TYPE => rooms.apply(event)?,
+            t if t == Reservation::TYPE => reservations.apply(event)?,
+            t if t == Payment::TYPE => payments.apply(event)?,
+            t if t == Review::TYPE => reviews.apply(event)?,
+            t if t == SagaInstance::TYPE => sagas.apply(event)?,
             other => bail!("an event of an aggregate type this replay does not know: {other}"),
         }
     }

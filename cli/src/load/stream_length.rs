@@ -67,10 +67,12 @@ pub async fn run(args: StreamLengthArgs) -> anyhow::Result<()> {
         bail!("--commands must be at least 1 and --events at least 2");
     }
     let url = args.store.store_url()?;
-    let store =
-        EventStore::open(&url, StoreOptions { upcasters: Arc::new(stay_domain::upcasters()), ..Default::default() })
-            .await
-            .with_context(|| format!("cannot open {url}"))?;
+    let store = EventStore::open(
+        &url,
+        StoreOptions { upcasters: Arc::new(stay_domain::upcasters()), ..crate::aggregate_types::store_options() },
+    )
+    .await
+    .with_context(|| format!("cannot open {url}"))?;
     store.migrate().await?;
     let services = Arc::new(DomainServices::new(Arc::new(SystemClock)));
     let host = UserId::new("bench-host")?;

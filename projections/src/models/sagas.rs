@@ -9,6 +9,11 @@ use stay_store::{RecordedEvent, SqlTransaction};
 
 use crate::model::{ApplyError, ReadModel};
 
+/// The aggregate type of the reservation saga's streams: the saga's `Aggregate::TYPE`, which this
+/// crate cannot name (role crates do not depend on each other); a test of the binary, which knows
+/// both, holds the two equal.
+pub const SAGA_TYPE: &str = "ReservationSaga";
+
 /// The saga overview read model.
 #[derive(Debug, Default)]
 pub struct Sagas;
@@ -39,7 +44,7 @@ impl ReadModel for Sagas {
     }
 
     fn wants(&self, event: &RecordedEvent) -> bool {
-        event.aggregate_type == "ReservationSaga"
+        event.aggregate_type == SAGA_TYPE
     }
 
     async fn apply(&self, tx: &mut SqlTransaction, v: i64, event: &RecordedEvent) -> Result<(), ApplyError> {

@@ -9,3 +9,4 @@ pub mod notifications;
 pub mod reservations;
 pub mod reviews;
 pub mod rooms;
+pub mod sagas;

@@ -5,14 +5,15 @@
 //! four ways: by feed reads (which events to deliver), by the wake-up subscription (its
 //! server-side filter), by appends (an aggregate type whose events the feed would never deliver
 //! is refused) and by the `stayAggregateTypes` URL parameter (parsed and checked here).
+//!
+//! The store does not know which aggregates exist: the list is made at the edge, where the store
+//! is opened, from each aggregate's own `Aggregate::TYPE` (`StoreOptions::aggregate_types`), so a
+//! renamed or added aggregate cannot be missing from it.
 
 use eventstore::SubscriptionFilter;
 
 use super::codec::{stream_name, SNAPSHOT_PREFIX};
 use crate::error::StoreError;
-
-/// The aggregate types whose streams form the feed unless told otherwise.
-pub const DEFAULT_AGGREGATE_TYPES: [&str; 5] = ["Room", "Reservation", "Payment", "Review", "Saga"];
 
 /// Which streams of `$all` are Stay's aggregate streams, i.e. form the feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,13 +26,12 @@ pub enum AggregateStreams {
     All,
 }
 
-impl Default for AggregateStreams {
-    fn default() -> Self {
-        AggregateStreams::Only(DEFAULT_AGGREGATE_TYPES.iter().map(|t| (*t).to_owned()).collect())
-    }
-}
-
 impl AggregateStreams {
+    /// The streams of these aggregate types (each aggregate's `Aggregate::TYPE`).
+    pub fn of_types<T: AsRef<str>>(types: &[T]) -> Self {
+        AggregateStreams::Only(types.iter().map(|t| t.as_ref().to_owned()).collect())
+    }
+
     /// Parses the `stayAggregateTypes` URL parameter: `*`, or type names separated by commas.
     pub(super) fn parse(value: &str) -> Result<Self, StoreError> {
         let value = value.trim();
@@ -48,7 +48,7 @@ impl AggregateStreams {
     pub(super) fn validate(&self) -> Result<(), StoreError> {
         let AggregateStreams::Only(types) = self else { return Ok(()) };
         if types.is_empty() {
-            return Err(StoreError::UnsupportedUrl("an EventStoreDB feed needs at least one aggregate type".into()));
+            return Err(StoreError::UnsupportedUrl("an EventStoreDB feed needs at least one aggregate type: name them with stayAggregateTypes, or open the store with the system's list".into()));
         }
         for aggregate_type in types {
             if aggregate_type.is_empty()
@@ -74,8 +74,9 @@ impl AggregateStreams {
         }
     }
 
-    /// Refuses to write an aggregate type whose events the feed would not deliver.
-    pub(super) fn check_writable(&self, aggregate_type: &str, event_types: &[&str]) -> Result<(), StoreError> {
+    /// Refuses to write an aggregate type whose events the feed would not deliver (every append
+    /// is checked so; public so that the edge can check its whole list of types without a server).
+    pub fn check_writable(&self, aggregate_type: &str, event_types: &[&str]) -> Result<(), StoreError> {
         if let Some(system) = event_types.iter().find(|t| t.is_empty() || t.starts_with('$')) {
             return Err(StoreError::Schema(format!(
                 "event type `{system}` is empty or reserved for EventStoreDB system events"
@@ -120,17 +121,19 @@ mod tests {
     }
 
     #[test]
-    fn the_default_feed_is_our_aggregate_streams_only() {
-        let streams = AggregateStreams::default();
+    fn a_feed_of_types_is_their_aggregate_streams_only() {
+        let streams = AggregateStreams::of_types(&["Room", "ReservationSaga"]);
         assert!(streams.validate().is_ok());
         assert!(streams.contains("Room-r-1", "RoomOpened"));
-        assert!(streams.contains("Saga-res-7", "SagaStarted"));
+        assert!(streams.contains("ReservationSaga-res-7", "SagaStarted"));
+        assert!(!streams.contains("Saga-res-7", "SagaStarted"));
         assert!(!streams.contains("RoomType-1", "X"));
         assert!(!streams.contains("$ce-Room", "$>"));
         assert!(!streams.contains("Room-r-1", "$metadata"));
         assert!(!streams.contains("snapshot-Room-r-1", "Snapshot"));
         assert!(!streams.contains("$$Room-r-1", "$metadata"));
         assert!(streams.check_writable("Room", &["RoomOpened"]).is_ok());
+        assert!(streams.check_writable("ReservationSaga", &["SagaStarted"]).is_ok());
         assert!(matches!(streams.check_writable("Invoice", &["Issued"]), Err(StoreError::Schema(_))));
         assert!(matches!(streams.check_writable("Room", &["$deleted"]), Err(StoreError::Schema(_))));
     }

@@ -251,6 +251,16 @@ impl SnapshotRecord {
     }
 }
 
+/// When Stay recorded an event, from its envelope alone (the payload is not read); the server's
+/// own time when the envelope has none or cannot be read (a lag estimate, never a refusal).
+pub(super) fn recorded_at_of(event: &eventstore::RecordedEvent) -> DateTime<Utc> {
+    serde_json::from_slice::<Envelope>(&event.custom_metadata)
+        .ok()
+        .and_then(|envelope| envelope.metadata.get("recorded_at").and_then(Value::as_str).map(parse_time))
+        .and_then(Result::ok)
+        .unwrap_or(event.created)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

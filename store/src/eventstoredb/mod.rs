@@ -50,21 +50,21 @@ use eventstore::{Client, ClientSettings, StreamPosition};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use aggregate_streams::{AggregateStreams, DEFAULT_AGGREGATE_TYPES};
+pub use aggregate_streams::AggregateStreams;
 pub use repository::EventStoreDbRepository;
 
 use feed::{EmptyRanges, KnownHead};
 
 use codec::{
-    event_data, expected_revision, known_position, read_from, stream_name, to_position, Decoded, Envelope,
-    SnapshotRecord,
+    event_data, expected_revision, known_position, read_from, recorded_at_of, stream_name, to_position, Decoded,
+    Envelope, SnapshotRecord,
 };
 use repository::{append_to_stream, read_all_page, read_stream_from, read_stream_page, Direction};
 use url::{describe, split_aggregate_types_param};
 
 use crate::error::StoreError;
 use crate::event::{load_through, Append, RecordedEvent, Snapshot};
-use crate::position::Position;
+use crate::position::{FeedDistance, Position};
 use crate::redact::redact_password;
 use crate::signal::FeedSignal;
 
@@ -125,14 +125,15 @@ impl From<eventstore::Error> for StoreError {
 
 impl EventStoreDbStore {
     /// Connects to the server named by an `esdb://` or `esdb+discover://` connection string and
-    /// starts the wake-up subscription. Our own parameter `stayAggregateTypes` (comma-separated
-    /// types, or `*` for every aggregate stream) chooses the feed's streams; it defaults to
-    /// [`DEFAULT_AGGREGATE_TYPES`].
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// starts the wake-up subscription. The feed's streams are those of `aggregate_types` (each
+    /// aggregate's `Aggregate::TYPE`, listed where the store is opened), unless our own URL
+    /// parameter `stayAggregateTypes` (comma-separated types, or `*` for every aggregate stream)
+    /// says otherwise.
+    pub async fn connect(url: &str, aggregate_types: &[String]) -> Result<Self, StoreError> {
         let (url, types) = split_aggregate_types_param(url);
         let streams = match types {
             Some(types) => AggregateStreams::parse(&types)?,
-            None => AggregateStreams::default(),
+            None => AggregateStreams::of_types(aggregate_types),
         };
         Self::connect_with(&url, streams).await
     }
@@ -259,6 +260,44 @@ impl EventStoreDbStore {
             if page.len() < page_size {
                 lock(&self.inner.empty).record(quiet_since, floor);
                 return Ok(events);
+            }
+            if floor == start {
+                return Err(stalled_read(floor));
+            }
+        }
+    }
+
+    /// How far the feed runs ahead of `after`. Commit positions are byte offsets in the log, not
+    /// counts, so the feed's events after it are counted by reading `$all` forward (their stream
+    /// names and types only; no payload is decoded), up to `cap`; the time is the first one's as
+    /// Stay recorded it (the server's own time when its envelope has none).
+    pub async fn distance_after(&self, after: Position, cap: u64) -> Result<FeedDistance, StoreError> {
+        let mut distance = FeedDistance::default();
+        if cap == 0 {
+            return Ok(distance);
+        }
+        let page_size = feed_page_size(usize::try_from(cap).unwrap_or(usize::MAX));
+        let mut floor = lock(&self.inner.empty).skip(after);
+        loop {
+            let page = read_all_page(&self.inner.client, read_from(floor), page_size, Direction::Forwards).await?;
+            let start = floor;
+            for event in &page {
+                let position = to_position(event.position);
+                if position <= floor {
+                    continue;
+                }
+                floor = position;
+                if !self.inner.streams.contains(&event.stream_id, &event.event_type) {
+                    continue;
+                }
+                distance.first_recorded_at.get_or_insert_with(|| recorded_at_of(event));
+                distance.events += 1;
+                if distance.events >= cap {
+                    return Ok(distance);
+                }
+            }
+            if page.len() < page_size {
+                return Ok(distance);
             }
             if floor == start {
                 return Err(stalled_read(floor));
@@ -469,7 +508,7 @@ mod tests {
     /// A store whose server does not exist: enough for everything decided before the network.
     fn offline_store() -> EventStoreDbStore {
         let settings = "esdb://127.0.0.1:1?tls=false&maxDiscoverAttempts=1&discoveryInterval=10".parse().unwrap();
-        EventStoreDbStore::from_client(Client::new(settings).unwrap(), AggregateStreams::default()).unwrap()
+        EventStoreDbStore::from_client(Client::new(settings).unwrap(), AggregateStreams::of_types(&["Room"])).unwrap()
     }
 
     fn append(aggregate_type: &str) -> Append {
@@ -484,10 +523,15 @@ mod tests {
 
     fn send<F: Future + Send>(_: F) {}
 
+    fn types() -> Vec<String> {
+        vec!["Room".to_owned()]
+    }
+
     #[tokio::test]
     async fn every_future_is_send() {
         let store = offline_store();
-        send(EventStoreDbStore::connect("esdb://127.0.0.1:1?tls=false"));
+        send(EventStoreDbStore::connect("esdb://127.0.0.1:1?tls=false", &[]));
+        send(store.distance_after(Position::START, 10));
         send(store.load_events::<Room>("r-1", 0));
         send(store.append(append("Room")));
         send(store.read_feed(Position::START, 10));
@@ -519,7 +563,7 @@ mod tests {
         assert!(store.read_feed(Position::START, 0).await.unwrap().is_empty());
         // An aggregate type outside the feed is refused before anything is written.
         assert!(matches!(store.append(append("Invoice")).await, Err(StoreError::Schema(_))));
-        assert!(format!("{store:?}").contains("Reservation"));
+        assert!(format!("{store:?}").contains("Room"));
     }
 
     #[tokio::test]
@@ -564,18 +608,21 @@ mod tests {
 
     #[tokio::test]
     async fn bad_connection_strings_are_refused_without_leaking_credentials() {
-        let err = EventStoreDbStore::connect("esdb://admin:s3cret@db:notaport").await.unwrap_err();
+        let err = EventStoreDbStore::connect("esdb://admin:s3cret@db:notaport", &types()).await.unwrap_err();
         assert!(matches!(&err, StoreError::UnsupportedUrl(m) if !m.contains("s3cret")), "{err}");
-        let err = EventStoreDbStore::connect("esdb://db:2113?stayAggregateTypes=$all").await.unwrap_err();
+        let err = EventStoreDbStore::connect("esdb://db:2113?stayAggregateTypes=$all", &types()).await.unwrap_err();
         assert!(matches!(err, StoreError::UnsupportedUrl(_)));
-        let err = EventStoreDbStore::connect("esdb://db:2113?nodePreference=nowhere").await.unwrap_err();
+        let err = EventStoreDbStore::connect("esdb://db:2113?nodePreference=nowhere", &types()).await.unwrap_err();
         assert!(matches!(err, StoreError::UnsupportedUrl(_)));
+        // No list of types from the edge, and none in the URL: a feed of nothing is refused.
+        let err = EventStoreDbStore::connect("esdb://db:2113?tls=false", &[]).await.unwrap_err();
+        assert!(matches!(&err, StoreError::UnsupportedUrl(m) if m.contains("aggregate type")), "{err}");
     }
 
     #[tokio::test]
     async fn an_unreachable_server_is_an_error_not_a_hang() {
         let url = "esdb://127.0.0.1:1?tls=false&maxDiscoverAttempts=1&discoveryInterval=10&gossipTimeout=500";
-        let outcome = tokio::time::timeout(Duration::from_secs(60), EventStoreDbStore::connect(url)).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(60), EventStoreDbStore::connect(url, &types())).await;
         assert!(matches!(outcome, Ok(Err(StoreError::Database(_)))), "{outcome:?}");
     }
 
