@@ -17,7 +17,7 @@ use stay_projections::runner::{
     Action, ProjectionStatus, RequestError,
 };
 use stay_projections::{models, Projector, ReadModel, RunnerConfig};
-use stay_store::{EventStore, Position, SqlDatabase, StoreOptions};
+use stay_store::{EventStore, Position, SqlDatabase};
 use tokio::sync::watch;
 
 use crate::output;
@@ -96,7 +96,7 @@ pub async fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
         | ProjectionsCommand::Skip { common, .. } => common,
     };
     let url = common.store.store_url()?;
-    let store = EventStore::open(&url, StoreOptions::default())
+    let store = EventStore::open(&url, crate::aggregate_types::store_options())
         .await
         .with_context(|| format!("cannot open the store at {url}"))?;
     let db = common.store.read_database(&store).await?;

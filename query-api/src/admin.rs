@@ -19,6 +19,7 @@ use stay_projections::runner::{
     dead_letters, request_dead_letter, request_rebuild, settled, skipped_count, statuses, versions, Action, DeadLetter,
     ProjectionStatus, RequestError, Settled,
 };
+use stay_projections::models::sagas::SAGA_TYPE;
 use stay_projections::ReadModel;
 use stay_store::{Position, RecordedEvent};
 use utoipa::{IntoParams, ToSchema};
@@ -356,7 +357,7 @@ pub async fn stream(
                 .with_timezone(&Utc),
         ),
     };
-    let known = ["Room", "Reservation", "Payment", "Review", "ReservationSaga"];
+    let known = [Room::TYPE, Reservation::TYPE, Payment::TYPE, Review::TYPE, SAGA_TYPE];
     if !known.contains(&aggregate_type.as_str()) {
         return Err(ApiError::not_found("stream_not_found", format!("no aggregate type is called {aggregate_type:?}")));
     }
@@ -368,10 +369,10 @@ pub async fn stream(
         events.retain(|e| e.recorded_at <= until);
     }
     let state = match aggregate_type.as_str() {
-        "Room" => Some(fold::<Room>(&events)?),
-        "Reservation" => Some(fold::<Reservation>(&events)?),
-        "Payment" => Some(fold::<Payment>(&events)?),
-        "Review" => Some(fold::<Review>(&events)?),
+        t if t == Room::TYPE => Some(fold::<Room>(&events)?),
+        t if t == Reservation::TYPE => Some(fold::<Reservation>(&events)?),
+        t if t == Payment::TYPE => Some(fold::<Payment>(&events)?),
+        t if t == Review::TYPE => Some(fold::<Review>(&events)?),
         // The saga's state lives in its crate; its timeline is at /v1/admin/sagas/{id}.
         _ => None,
     };
