@@ -329,7 +329,14 @@ async fn feed_after_and_follow(backend: Backend) {
     for name in ["One", "Two", "Three"] {
         register_room(&server, name).await;
     }
-    let feed = whole_feed(&server, &admin).await;
+    // On PostgreSQL the feed shows a commit once no earlier transaction is open (other tests share
+    // the server), so wait until the three registrations are there.
+    let mut feed = whole_feed(&server, &admin).await;
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while feed.len() < 3 && std::time::Instant::now() < give_up {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        feed = whole_feed(&server, &admin).await;
+    }
     assert!(feed.len() >= 3, "{feed:?}");
     let first = feed[0]["position"].as_str().expect("position");
 
