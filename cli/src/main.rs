@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod export;
+mod import;
 mod load;
+mod log_file;
 mod memory;
 mod migrate;
 mod output;
@@ -42,6 +45,10 @@ enum Command {
     Load(load::LoadArgs),
     /// Serve the payment simulator over HTTP (card tokens decide the outcome).
     PaymentSim(payment_sim::PaymentSimArgs),
+    /// Write the whole event log as JSON Lines with a closing digest (works beside a running server).
+    Export(export::ExportArgs),
+    /// Write an export into an empty store (any SQL backend), checked first; resumes if interrupted.
+    Import(import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +79,8 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::PaymentSim(args) => payment_sim::run(args).await,
+            Command::Export(args) => export::run(args).await,
+            Command::Import(args) => import::run(args).await,
         }
     });
     match outcome {
