@@ -126,7 +126,15 @@ async fn feed(store: &EventStore) -> Vec<(Position, Seen)> {
 /// Asserts that `target` holds exactly `source`'s events in the same order, and each aggregate's
 /// stream read alone is the same too. Answers the source → target position map.
 async fn assert_same_log(source: &EventStore, target: &EventStore) -> HashMap<String, String> {
-    let (from, to) = (feed(source).await, feed(target).await);
+    let from = feed(source).await;
+    // PostgreSQL's feed holds committed events back while an older transaction anywhere on the
+    // server still runs (other tests share it): wait for them to show.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut to = feed(target).await;
+    while to.len() < from.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        to = feed(target).await;
+    }
     assert_eq!(from.len(), to.len(), "event counts");
     let mut positions = HashMap::new();
     for (index, ((p, a), (q, b))) in from.iter().zip(&to).enumerate() {
@@ -265,7 +273,7 @@ async fn settle(server: &StayServer) {
 }
 
 /// Every read model's answers through the query API, by path (positions mapped by `positions`,
-/// paging cursors left out).
+/// paging cursors and notification ids left out).
 async fn read_models(
     server: &StayServer,
     store: &EventStore,
@@ -307,6 +315,9 @@ fn normalise(value: &mut Value, positions: &HashMap<String, String>) {
     match value {
         Value::Object(map) => {
             map.remove("next_cursor");
+            // The notifications model names a notification after its event's position, which is
+            // the store's own token: the same notification has another id after a move.
+            map.remove("notification_id");
             for (key, field) in map.iter_mut() {
                 if key.contains("position") {
                     if let Some(mapped) = field.as_str().and_then(|p| positions.get(p)) {
@@ -336,9 +347,9 @@ async fn a_log_filled_on_sqlite_moves_to_postgres_with_every_event_and_read_mode
     let count = closing["count"].as_u64().expect("count");
     assert!(count > 50, "a real log: {closing}");
 
-    // The target server has run once (so it is migrated and has its read-model tables), then stops.
+    // The target server has run once (so it is migrated and has its read-model tables), then is stopped.
     let mut target = StayServer::start(Backend::Postgres).await;
-    target.terminate(Duration::from_secs(15)).expect("the target server stops");
+    target.kill();
     let out = import(&target.store_url(), &file, &[]).await;
     assert_ok(&out, "stay import");
     assert!(text(&out.stdout).contains(&format!("imported {count} events")), "{}", text(&out.stdout));
@@ -351,7 +362,8 @@ async fn a_log_filled_on_sqlite_moves_to_postgres_with_every_event_and_read_mode
     assert_eq!(positions.len() as u64, count);
 
     // Read models rebuilt on the target equal the source's.
-    target.restart().await;
+    // (Not `restart`: after a kill it would signal process id 0, this test's own process group.)
+    target.crash_and_restart();
     let out = stay_async(vec![
         "projections".into(),
         "rebuild".into(),
