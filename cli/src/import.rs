@@ -105,7 +105,7 @@ fn verify(file: &Path) -> anyhow::Result<(u64, String)> {
         match line {
             Line::Event(_) => {
                 events += 1;
-                if let Some(bar) = bar.as_ref().filter(|_| events % 1_000 == 0) {
+                if let Some(bar) = bar.as_ref().filter(|_| events.is_multiple_of(1_000)) {
                     bar.set_position(events);
                 }
             }

@@ -249,7 +249,7 @@ impl EventStore {
                     return Err(ImportError::Concurrent);
                 }
                 for chunk in events.chunks(SQLITE_EVENTS_PER_INSERT) {
-                    insert_sqlite(&mut *tx, chunk).await?;
+                    insert_sqlite(&mut tx, chunk).await?;
                 }
                 tx.commit().await?;
                 s.signal().advance(Position::new(next.imported, 0));
@@ -268,7 +268,7 @@ impl EventStore {
                 if moved.rows_affected() != 1 {
                     return Err(ImportError::Concurrent);
                 }
-                insert_postgres(&mut *tx, events).await?;
+                insert_postgres(&mut tx, events).await?;
                 tx.commit().await?;
                 // Wake the feed readers of servers on this database (polling is their fallback).
                 let _ = sqlx::query("SELECT pg_notify('stay_events', '')").execute(s.pool()).await;
