@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 
 mod aggregate_types;
 mod events;
+mod export;
+mod import;
 mod load;
+mod log_file;
 mod memory;
 mod migrate;
 mod output;
@@ -49,6 +52,10 @@ enum Command {
     Load(load::LoadArgs),
     /// Serve the payment simulator over HTTP (card tokens decide the outcome).
     PaymentSim(payment_sim::PaymentSimArgs),
+    /// Write the whole event log as JSON Lines with a closing digest (works beside a running server).
+    Export(export::ExportArgs),
+    /// Write an export into an empty store (any SQL backend), checked first; resumes if interrupted.
+    Import(import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +88,8 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::PaymentSim(args) => payment_sim::run(args).await,
+            Command::Export(args) => export::run(args).await,
+            Command::Import(args) => import::run(args).await,
         }
     });
     match outcome {

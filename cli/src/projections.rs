@@ -51,7 +51,11 @@ enum ProjectionsCommand {
     /// Rebuild a read model from the start of the feed beside the live one; switch when caught up.
     Rebuild {
         /// The read model: roomview, reservations, notifications, reviews or sagas.
-        name: String,
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Rebuild every read model, one after another (after `stay import`).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
         /// Start the rebuild and return at once (progress shows in `status`).
         #[arg(long)]
         no_wait: bool,
@@ -104,7 +108,9 @@ pub async fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
     let all = models::all();
     match args.command {
         ProjectionsCommand::Status { .. } => status(&store, &db, &all, json).await,
+        ProjectionsCommand::Rebuild { all: true, no_wait, .. } => rebuild_all(store, db, all, no_wait, json).await,
         ProjectionsCommand::Rebuild { name, no_wait, .. } => {
+            let name = name.unwrap_or_default();
             let model = all
                 .iter()
                 .find(|m| m.name() == name)
@@ -339,6 +345,21 @@ async fn rebuild(
             bar.finish();
         }
         println!("{name}: version {target} is live ({total} events in {seconds:.1} s, {rate:.0} events/s)");
+    }
+    Ok(())
+}
+
+/// Rebuilds every read model in turn, each switched before the next starts (`--no-wait`: all
+/// requested at once).
+async fn rebuild_all(
+    store: EventStore,
+    db: SqlDatabase,
+    all: Vec<Arc<dyn ReadModel>>,
+    no_wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    for model in all {
+        rebuild(store.clone(), db.clone(), model, no_wait, json).await?;
     }
     Ok(())
 }

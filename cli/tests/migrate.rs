@@ -49,6 +49,7 @@ async fn migrate_creates_the_postgres_schema_idempotently() {
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).expect("json");
     let every_component = [
         "store/0001_event_log",
+        "store/0002_event_imports",
         "checkpoints/0001_checkpoints",
         "command-api/0001_idempotency_keys",
         "command-api/0002_claim_owners",

@@ -15,11 +15,11 @@ use stay_domain::{Payment, Reservation, Review, Room};
 use stay_http::auth::{Admins, Caller};
 use stay_http::QueryParams;
 use stay_http::{ApiError, Problem};
+use stay_projections::models::sagas::SAGA_TYPE;
 use stay_projections::runner::{
     dead_letters, request_dead_letter, request_rebuild, settled, skipped_count, statuses, versions, Action, DeadLetter,
     ProjectionStatus, RequestError, Settled,
 };
-use stay_projections::models::sagas::SAGA_TYPE;
 use stay_projections::ReadModel;
 use stay_store::{Position, RecordedEvent};
 use utoipa::{IntoParams, ToSchema};

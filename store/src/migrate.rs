@@ -35,16 +35,22 @@ pub struct MigrationSet {
 /// The event store's own schema.
 pub const STORE_MIGRATIONS: MigrationSet = MigrationSet {
     component: "store",
-    sqlite: &[Migration {
-        version: 1,
-        name: "event_log",
-        sql: include_str!("../migrations/sqlite/0001_event_log.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        name: "event_log",
-        sql: include_str!("../migrations/postgres/0001_event_log.sql"),
-    }],
+    sqlite: &[
+        Migration { version: 1, name: "event_log", sql: include_str!("../migrations/sqlite/0001_event_log.sql") },
+        Migration {
+            version: 2,
+            name: "event_imports",
+            sql: include_str!("../migrations/sqlite/0002_event_imports.sql"),
+        },
+    ],
+    postgres: &[
+        Migration { version: 1, name: "event_log", sql: include_str!("../migrations/postgres/0001_event_log.sql") },
+        Migration {
+            version: 2,
+            name: "event_imports",
+            sql: include_str!("../migrations/postgres/0002_event_imports.sql"),
+        },
+    ],
 };
 
 const LEDGER_SQLITE: &str = "CREATE TABLE IF NOT EXISTS stay_migrations (

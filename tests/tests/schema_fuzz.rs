@@ -122,7 +122,8 @@ fn config(token: &str, seeded: &Seeded, doc: &Value) -> String {
     ids.extend(seeded.reservations.iter().cloned());
     let projections: Vec<String> =
         ["roomview", "reservations", "notifications", "reviews", "sagas", "correlations"].map(str::to_owned).into();
-    let aggregate_types: Vec<String> = ["Room", "Reservation", "Payment", "Review", "ReservationSaga"].map(str::to_owned).into();
+    let aggregate_types: Vec<String> =
+        ["Room", "Reservation", "Payment", "Review", "ReservationSaga"].map(str::to_owned).into();
     let mut toml = String::new();
     let _ = writeln!(toml, "[headers]\nAuthorization = {}\n", quoted(&format!("Bearer {token}")));
     for (name, values) in [
