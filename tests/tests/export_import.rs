@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use stay_store::{Append, CommandContext, EventStore, NewEvent, Position, StoreOptions, StoreUrl};
 use stay_tests::bodies::{day, room_body};
-use stay_tests::server::stay_binary;
+use stay_tests::server::{stay_binary, TEST_SECRET};
 use stay_tests::{Backend, StayServer, TestPostgres, TestSqlite};
 
 const WAIT: (&str, &str) = ("prefer", "wait=20");
@@ -333,10 +333,37 @@ fn normalise(value: &mut Value, positions: &HashMap<String, String>) {
     }
 }
 
+/// Fills a running server with `stay seed`: rooms of three hosts, reservations with every card
+/// outcome (the provider's errors and silences end at a 3 s payment deadline), cancellations while
+/// pending and once confirmed, reviews and replies.
+async fn seed(server: &StayServer) {
+    let args = [
+        "seed",
+        "--url",
+        server.url(),
+        "--jwt-secret",
+        TEST_SECRET,
+        "--rooms",
+        "6",
+        "--hosts",
+        "3",
+        "--guests",
+        "4",
+        "--reservations",
+        "30",
+        "--seed",
+        "12",
+        "--json",
+    ];
+    let output = stay_async(args.map(str::to_owned).to_vec()).await;
+    assert_ok(&output, "stay seed");
+}
+
 #[tokio::test]
-async fn a_log_filled_on_sqlite_moves_to_postgres_with_every_event_and_read_model() {
-    let mut source = StayServer::start(Backend::Sqlite).await;
-    fill(&source).await;
+async fn a_log_filled_by_stay_seed_on_sqlite_moves_to_postgres_with_every_event_and_read_model() {
+    let mut source =
+        StayServer::start_with(Backend::Sqlite, &["--payment-deadline", "3s", "--payment-call-timeout", "1s"]).await;
+    seed(&source).await;
     settle(&source).await;
     let work = TestSqlite::create();
 
@@ -398,17 +425,8 @@ async fn a_log_filled_on_sqlite_moves_to_postgres_with_every_event_and_read_mode
 #[tokio::test]
 async fn a_log_moves_from_postgres_to_sqlite_and_on_to_sqlite_unchanged() {
     let source = StayServer::start(Backend::Postgres).await;
-    let host = source.token("host-1", "host");
-    let guest = source.token("guest-1", "guest");
-    let room = source.post("/v1/rooms", &host, &room_body()).await;
-    assert_eq!(room.status, 201, "{}", room.text);
-    for (n, card) in ["tok_visa", "tok_declined"].iter().enumerate() {
-        let from = 10 + 5 * n as u64;
-        let body = json!({"room_id": room.field("room_id"), "check_in": day(from), "check_out": day(from + 2),
-                          "guests": 1, "payment": {"card_token": card}});
-        let answer = source.send(Method::POST, "/v1/reservations", Some(&guest), Some(&body), &[WAIT]).await;
-        assert_eq!(answer.status, 200, "{}", answer.text);
-    }
+    // Besides what `stay seed` makes: a price change and a delisting.
+    fill(&source).await;
     settle(&source).await;
     let work = TestSqlite::create();
     let first = export(&source.store_url(), work.dir(), "from-postgres.jsonl").await;
