@@ -58,7 +58,11 @@ fn start(data: &Path, store: Option<&str>, format: &str) -> TalkativeServer {
                     return TalkativeServer { child, url: url.trim().to_owned() };
                 }
             }
-            Err(_) => panic!("stay serve did not start:\n{}", logs(data)),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("stay serve did not start:\n{}", logs(data));
+            }
         }
     }
 }
