@@ -40,7 +40,7 @@ struct Server {
 
 #[derive(Debug, Subcommand)]
 enum SagaCommand {
-    /// Sagas, newest first, from the server's `sagas` read model: every page, or `--limit` of them.
+    /// Sagas by id (a stable order for paging, not time order), from the server's `sagas` read model: every page, or `--limit` of them.
     Ls {
         /// Only these statuses: running, completed, compensated, parked (repeat, or separate by commas).
         #[arg(long, value_delimiter = ',')]

@@ -1,7 +1,9 @@
 //! `GET /v1/admin/sagas`: the saga overview from the `sagas` read model, filtered by status and
 //! paged by cursor (admin).
 //!
-//! Pages run newest saga first, by saga id (UUID v7, so creation order); a saga keeps its place
+//! Pages run in saga id order, descending. That is not time order: a saga's id is its reservation's,
+//! time-ordered (UUID v7) only when the reservation came without an `Idempotency-Key` (a keyed one
+//! gets an id derived from the key, UUID v5). What the order buys is stability: a saga keeps its place
 //! whatever happens to it, so following `next_cursor` neither repeats nor skips one while sagas
 //! move on (see `stay_projections::queries::sagas`). One saga's timeline, and the resumes, are the
 //! saga's own routes (`/v1/admin/sagas/{saga_id}`).
@@ -122,7 +124,7 @@ fn asked(pairs: &[(String, String)]) -> Result<Asked, ApiError> {
     Ok(asked)
 }
 
-/// Sagas, newest first, optionally of some statuses, one page at a time (admin).
+/// Sagas by id (a stable order, not time order), optionally of some statuses, one page at a time (admin).
 #[utoipa::path(
     get, path = "/v1/admin/sagas", tag = "admin", params(SagaWindow, Freshness), security(("bearer" = [])),
     responses(

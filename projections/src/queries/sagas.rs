@@ -1,7 +1,8 @@
 //! The sagas model's rows: the saga overview, filtered by status, one page at a time.
 //!
-//! Pages run in saga id order, newest saga first. Saga ids are their reservations' ids, UUID v7,
-//! so their text sorts by creation time; and a saga never changes its id, so a page boundary never
+//! Pages run in saga id order, descending. Saga ids are their reservations' ids: time-ordered UUID
+//! v7 for a reservation made without an `Idempotency-Key`, derived from the key (UUID v5) with one,
+//! so the order is not time order. A saga never changes its id, so a page boundary never
 //! moves while sagas change status or step: paging neither repeats nor skips a saga, however many
 //! updates arrive between two pages. (Ordering by `updated_at` would move a saga that changes past
 //! the cursor, and a page could then miss it or show it twice.) A saga created after the first page
@@ -103,14 +104,14 @@ impl SagaRow {
 /// One page of the saga overview.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SagaPage {
-    /// The sagas, newest first (by saga id).
+    /// The sagas, by saga id, descending.
     pub rows: Vec<SagaRow>,
     /// Where the next page starts (the last saga id of this page), when there are more.
     pub next: Option<String>,
 }
 
 /// At most `limit` sagas of version `v` whose status is one of `statuses` (any, when empty),
-/// newest first, with ids before `before` (the previous page's `next`), in one statement that the
+/// by saga id descending, with ids before `before` (the previous page's `next`), in one statement that the
 /// model's primary key or `(status, saga_id)` index answers.
 pub async fn page(
     db: &SqlDatabase,
