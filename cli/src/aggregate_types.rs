@@ -9,8 +9,11 @@ use stay_saga::instance::SagaInstance;
 use stay_store::StoreOptions;
 
 /// The aggregate types the system writes.
+pub const ALL: [&str; 5] = [Room::TYPE, Reservation::TYPE, Payment::TYPE, Review::TYPE, SagaInstance::TYPE];
+
+/// The aggregate types the system writes, as the store's options take them.
 pub fn all() -> Vec<String> {
-    [Room::TYPE, Reservation::TYPE, Payment::TYPE, Review::TYPE, SagaInstance::TYPE].map(str::to_owned).into()
+    ALL.map(str::to_owned).into()
 }
 
 /// Store options naming every aggregate type the system writes.

@@ -14,16 +14,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use stay_domain::UserId;
-use stay_http::{JwtKeys, Role};
 
+use crate::admin_server::{problem, AdminServer};
 use crate::output;
-use crate::settings::SecretArgs;
 
 /// The aggregate types whose streams the admin routes show (`Aggregate::TYPE` of each).
-const AGGREGATE_TYPES: [&str; 5] = ["Room", "Reservation", "Payment", "Review", "ReservationSaga"];
+const AGGREGATE_TYPES: [&str; 5] = crate::aggregate_types::ALL;
 
 /// How often `--follow` asks for new events once it has caught up.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -60,66 +58,7 @@ pub struct EventsArgs {
     follow: bool,
 
     #[command(flatten)]
-    server: Server,
-}
-
-/// Where the server is and how to sign in.
-#[derive(Debug, Args)]
-struct Server {
-    /// The running server.
-    #[arg(long, env = "STAY_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-
-    /// The server's data directory (for its token secret).
-    #[arg(long, env = "STAY_DATA_DIR", default_value = "./stay-data")]
-    data_dir: std::path::PathBuf,
-
-    #[command(flatten)]
-    secret: SecretArgs,
-
-    /// Machine-readable output (the routes' JSON; the feed as JSON Lines).
-    #[arg(long)]
-    json: bool,
-}
-
-impl Server {
-    /// GETs `path` with `query` as an admin; answers the status and the JSON body.
-    async fn get(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        // A token per request: a follower may run for longer than any one token lives.
-        let keys = JwtKeys::new(&self.secret.secret(&self.data_dir)?);
-        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-        let user = UserId::new("stay-cli").map_err(|e| anyhow::anyhow!("{e}"))?;
-        let token = keys.sign(&user, Role::Admin, Duration::from_secs(300), now)?;
-        let response = client
-            .get(format!("{}{path}", self.url.trim_end_matches('/')))
-            .query(query)
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("is stay serve running at {}?", self.url))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        Ok((status, body))
-    }
-
-    /// GETs `path`; anything but success is an error naming the problem.
-    async fn get_ok(&self, client: &reqwest::Client, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
-        let (status, body) = self.get(client, path, query).await?;
-        if !status.is_success() {
-            bail!("{}", problem(status, &body));
-        }
-        Ok(body)
-    }
-}
-
-/// A problem document as one line: `code: detail`.
-fn problem(status: StatusCode, body: &Value) -> String {
-    format!("{}: {}", body["code"].as_str().unwrap_or(status.as_str()), body["detail"].as_str().unwrap_or(""))
+    server: AdminServer,
 }
 
 /// Runs `stay events`.
@@ -152,14 +91,14 @@ fn split_stream(text: &str) -> anyhow::Result<Option<(&'static str, &str)>> {
 
 /// Which streams hold `id`, of every type: the type and the stream's answer.
 async fn find_streams(
-    server: &Server,
+    server: &AdminServer,
     client: &reqwest::Client,
     id: &str,
     query: &[(&str, &str)],
 ) -> anyhow::Result<Vec<(&'static str, Value)>> {
     let mut found = Vec::new();
     for kind in AGGREGATE_TYPES {
-        let (status, body) = server.get(client, &stream_path(kind, id), query).await?;
+        let (status, body) = server.send(client, Method::GET, &stream_path(kind, id), query).await?;
         match status {
             StatusCode::OK => found.push((kind, body)),
             StatusCode::NOT_FOUND => {}
@@ -188,14 +127,19 @@ fn encode_segment(text: &str) -> String {
 
 /// `stay events STREAM_OR_ID [--as-of TIME]`.
 #[allow(clippy::print_stdout)] // the command's own output
-async fn history(server: &Server, client: &reqwest::Client, stream: &str, as_of: Option<&str>) -> anyhow::Result<()> {
+async fn history(
+    server: &AdminServer,
+    client: &reqwest::Client,
+    stream: &str,
+    as_of: Option<&str>,
+) -> anyhow::Result<()> {
     if let Some(time) = as_of {
         chrono::DateTime::parse_from_rfc3339(time)
             .with_context(|| format!("--as-of {time:?} is not an RFC 3339 time (such as 2026-05-01T12:00:00Z)"))?;
     }
     let query: Vec<(&str, &str)> = as_of.map(|time| ("as_of", time)).into_iter().collect();
     let (kind, id, answer) = match split_stream(stream)? {
-        Some((kind, id)) => (kind, id, server.get_ok(client, &stream_path(kind, id), &query).await?),
+        Some((kind, id)) => (kind, id, server.send_ok(client, Method::GET, &stream_path(kind, id), &query).await?),
         None => {
             let mut found = find_streams(server, client, stream, &query).await?;
             match found.len() {
@@ -247,8 +191,9 @@ fn text(value: &Value) -> String {
 
 /// `stay events --correlation ID`.
 #[allow(clippy::print_stdout)] // the command's own output
-async fn correlation(server: &Server, client: &reqwest::Client, id: &str) -> anyhow::Result<()> {
-    let answer = server.get_ok(client, &format!("/v1/admin/correlations/{}", encode_segment(id)), &[]).await?;
+async fn correlation(server: &AdminServer, client: &reqwest::Client, id: &str) -> anyhow::Result<()> {
+    let answer =
+        server.send_ok(client, Method::GET, &format!("/v1/admin/correlations/{}", encode_segment(id)), &[]).await?;
     if server.json {
         println!("{answer}");
         return Ok(());
@@ -320,7 +265,7 @@ fn causation_tree(answer: &Value) -> String {
 /// `stay events --feed [--after POS] [--limit N] [--follow]`.
 #[allow(clippy::print_stdout)] // the command's own output
 async fn feed(
-    server: &Server,
+    server: &AdminServer,
     client: &reqwest::Client,
     after: Option<&str>,
     limit: Option<usize>,
@@ -334,7 +279,7 @@ async fn feed(
     while left > 0 {
         let page_size = left.min(1000).to_string();
         let page = server
-            .get_ok(client, "/v1/admin/feed", &[("after", after.as_str()), ("limit", page_size.as_str())])
+            .send_ok(client, Method::GET, "/v1/admin/feed", &[("after", after.as_str()), ("limit", page_size.as_str())])
             .await?;
         let items = page["items"].as_array().map(Vec::as_slice).unwrap_or_default();
         for event in items {

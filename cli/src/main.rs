@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_server;
 mod aggregate_types;
 mod events;
 mod export;

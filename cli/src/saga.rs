@@ -1,41 +1,17 @@
 //! `stay saga ls|show|retry|skip`: saga debugging from the command line, through a running server's
 //! admin routes (with an admin token signed by the server's secret).
 
-use std::time::Duration;
-
-use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use stay_domain::UserId;
-use stay_http::{JwtKeys, Role};
 
+use crate::admin_server::AdminServer;
 use crate::output;
-use crate::settings::SecretArgs;
 
 /// Arguments of `stay saga`.
 #[derive(Debug, Args)]
 pub struct SagaArgs {
     #[command(subcommand)]
     command: SagaCommand,
-}
-
-/// Where the server is and how to sign in.
-#[derive(Debug, Args)]
-struct Server {
-    /// The running server.
-    #[arg(long, env = "STAY_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-
-    /// The server's data directory (for its token secret).
-    #[arg(long, env = "STAY_DATA_DIR", default_value = "./stay-data")]
-    data_dir: std::path::PathBuf,
-
-    #[command(flatten)]
-    secret: SecretArgs,
-
-    /// Machine-readable output.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,50 +28,34 @@ enum SagaCommand {
         #[arg(long)]
         cursor: Option<String>,
         #[command(flatten)]
-        server: Server,
+        server: AdminServer,
     },
     /// One saga's timeline: every step, outcome, retry, deadline and compensation.
     Show {
         /// The saga (its reservation's id).
         id: String,
         #[command(flatten)]
-        server: Server,
+        server: AdminServer,
     },
     /// Try a parked saga's step again.
     Retry {
         /// The saga.
         id: String,
         #[command(flatten)]
-        server: Server,
+        server: AdminServer,
     },
     /// Give a parked saga's step up (a compensation step counts as done; a forward step rejects).
     Skip {
         /// The saga.
         id: String,
         #[command(flatten)]
-        server: Server,
+        server: AdminServer,
     },
 }
 
-impl Server {
-    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
-        let keys = JwtKeys::new(&self.secret.secret(&self.data_dir)?);
-        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-        let user = UserId::new("stay-cli").map_err(|e| anyhow::anyhow!("{e}"))?;
-        let token = keys.sign(&user, Role::Admin, Duration::from_secs(300), now)?;
-        let response = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("is stay serve running at {}?", self.url))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{}: {}", body["code"].as_str().unwrap_or(status.as_str()), body["detail"].as_str().unwrap_or(""));
-        }
-        Ok(body)
-    }
+/// Sends `method path` as an admin; anything but success is an error naming the problem.
+async fn call(server: &AdminServer, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+    server.send_ok(&reqwest::Client::new(), method, path, &[]).await
 }
 
 /// Runs `stay saga`.
@@ -120,7 +80,7 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
             }
         }
         SagaCommand::Show { id, server } => {
-            let saga = server.call(reqwest::Method::GET, &format!("/v1/admin/sagas/{id}")).await?;
+            let saga = call(&server, reqwest::Method::GET, &format!("/v1/admin/sagas/{id}")).await?;
             if server.json {
                 println!("{saga}");
                 return Ok(());
@@ -162,7 +122,7 @@ const MAX_PAGE: u64 = 1000;
 /// Sagas of `statuses`, following `next_cursor` from `cursor` until the list ends or `limit` are
 /// in; answers them and where a further listing would start.
 async fn list(
-    server: &Server,
+    server: &AdminServer,
     statuses: &[String],
     limit: Option<u64>,
     mut cursor: Option<String>,
@@ -180,7 +140,7 @@ async fn list(
             url.query_pairs_mut().append_pair("cursor", cursor);
         }
         let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
-        let page = server.call(reqwest::Method::GET, &path).await?;
+        let page = call(server, reqwest::Method::GET, &path).await?;
         items.extend(page["items"].as_array().into_iter().flatten().cloned());
         cursor = page["next_cursor"].as_str().map(str::to_owned);
         let full = limit.is_some_and(|limit| items.len() as u64 >= limit);
@@ -191,8 +151,8 @@ async fn list(
 }
 
 #[allow(clippy::print_stdout)] // the command's own output
-async fn resume(server: &Server, id: &str, action: &str) -> anyhow::Result<()> {
-    let answer = server.call(reqwest::Method::POST, &format!("/v1/admin/sagas/{id}/{action}")).await?;
+async fn resume(server: &AdminServer, id: &str, action: &str) -> anyhow::Result<()> {
+    let answer = call(server, reqwest::Method::POST, &format!("/v1/admin/sagas/{id}/{action}")).await?;
     if server.json {
         println!("{answer}");
     } else {

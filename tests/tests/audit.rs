@@ -185,15 +185,24 @@ async fn stay_events_shows_a_reservations_history_and_its_state_as_of_a_time_on_
 /// The correlation's events once the read model shows them all (the oracle: the whole feed).
 async fn settled_correlation(server: &StayServer, story: &Story) -> (Value, Vec<Value>) {
     let id = &story.reservation_id;
-    let expected: Vec<Value> = whole_feed(server, &story.admin)
-        .await
-        .into_iter()
-        .filter(|e| e["metadata"]["correlation_id"] == json!(id))
-        .collect();
-    let positions: Vec<&Value> = expected.iter().map(|e| &e["position"]).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let shown = events_json(server, &["--correlation", id]);
+        // Until the correlations model has the reservation's first event, the route answers 404.
+        let (ok, out, err) = events(server, &["--correlation", id, "--json"]);
+        if !ok {
+            assert!(err.contains("correlation_not_found"), "stay events --correlation failed: {out}{err}");
+            assert!(Instant::now() < deadline, "the correlation never showed: {err}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let shown: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+        // Read after the route, so the feed holds at least what the route showed.
+        let expected: Vec<Value> = whole_feed(server, &story.admin)
+            .await
+            .into_iter()
+            .filter(|e| e["metadata"]["correlation_id"] == json!(id))
+            .collect();
+        let positions: Vec<&Value> = expected.iter().map(|e| &e["position"]).collect();
         let shown_positions: Vec<&Value> =
             shown["events"].as_array().into_iter().flatten().map(|e| &e["position"]).collect();
         if shown_positions == positions {
