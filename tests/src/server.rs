@@ -313,10 +313,10 @@ impl StayServer {
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    /// Does nothing when no process runs (`kill -TERM 0` would signal the test's whole group).
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let pid = self.pid().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let child = self.child.as_mut()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
