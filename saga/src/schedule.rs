@@ -231,24 +231,6 @@ impl Schedule {
         }
     }
 
-    /// Instances with `status` (or all), newest first, at most `limit`.
-    pub async fn list(&self, status: Option<&str>, limit: i64) -> Result<Vec<SagaRow>, StoreError> {
-        let rows = match status {
-            Some(status) => {
-                let sql = format!(
-                    "SELECT {SAGA_COLUMNS} FROM saga_instances WHERE status = $1 ORDER BY updated_at_ms DESC, saga_id LIMIT $2"
-                );
-                self.db.rows(&sql, &[status.into(), limit.into()]).await?
-            }
-            None => {
-                let sql =
-                    format!("SELECT {SAGA_COLUMNS} FROM saga_instances ORDER BY updated_at_ms DESC, saga_id LIMIT $1");
-                self.db.rows(&sql, &[limit.into()]).await?
-            }
-        };
-        rows.iter().map(saga_row).collect()
-    }
-
     /// One instance's row.
     pub async fn get(&self, saga_id: &str) -> Result<Option<SagaRow>, StoreError> {
         let sql = format!("SELECT {SAGA_COLUMNS} FROM saga_instances WHERE saga_id = $1");
