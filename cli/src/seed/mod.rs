@@ -24,7 +24,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use stay_domain::UserId;
 use stay_http::{JwtKeys, Role};
-use stay_store::Position;
+use stay_store::{Backoff, Position};
 
 use crate::output;
 use crate::settings::SecretArgs;
@@ -183,6 +183,10 @@ struct Api {
 /// How often a refused (503) or unreachable request is tried before the seed gives up.
 const ATTEMPTS: u32 = 8;
 
+/// The waits between tries of a request the connection failed: the project's one retry schedule,
+/// from 400 ms up to 6.4 s.
+const UNREACHABLE: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_millis(6_400));
+
 impl Api {
     fn new(args: &SeedArgs, plan: &Plan) -> anyhow::Result<Self> {
         let keys = JwtKeys::new(&args.secret.secret(&args.data_dir)?);
@@ -256,7 +260,7 @@ impl Api {
                     let body = response.json().await.unwrap_or(Value::Null);
                     return Ok(Answer { status, body });
                 }
-                Err(err) if attempt < ATTEMPTS && !err.is_builder() => Duration::from_millis(200 << attempt.min(5)),
+                Err(err) if attempt < ATTEMPTS && !err.is_builder() => UNREACHABLE.after(attempt),
                 Err(err) => return Err(err).with_context(|| format!("{method} {path}")),
             };
             if attempt >= ATTEMPTS {
