@@ -21,13 +21,14 @@ pub mod sagas;
 pub mod wait;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::middleware;
 use stay_http::auth::require_token;
 use stay_http::{ApiError, JwtKeys};
-use stay_projections::runner::Committed;
+use stay_projections::runner::{checkpoint_prefix, Committed};
 use stay_projections::ReadModel;
+use stay_store::checkpoint_moves::CheckpointMoves;
 use stay_store::{EventStore, SqlDatabase};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -61,6 +62,9 @@ struct Watchers {
     timing: WatchTiming,
     /// This process's projector's commits, if it runs one.
     committed: Mutex<Option<Committed>>,
+    /// Checkpoint moves announced by the read database (PostgreSQL), from any process: made with
+    /// the first watcher, as it needs the runtime.
+    moves: OnceLock<Option<CheckpointMoves>>,
     by_model: Mutex<HashMap<&'static str, ProgressWatch>>,
 }
 
@@ -78,7 +82,12 @@ impl QueryState {
         keys: JwtKeys,
         timing: WatchTiming,
     ) -> Self {
-        let watchers = Arc::new(Watchers { timing, committed: Mutex::default(), by_model: Mutex::default() });
+        let watchers = Arc::new(Watchers {
+            timing,
+            committed: Mutex::default(),
+            moves: OnceLock::new(),
+            by_model: Mutex::default(),
+        });
         Self { store, db, models: models.into(), keys: Arc::new(keys), watchers, room_cache: Arc::default() }
     }
 
@@ -92,20 +101,28 @@ impl QueryState {
 
     /// The progress watcher of `model` (its task starts with the first query that asks it).
     pub fn progress(&self, model: &'static str) -> ProgressWatch {
-        let signal = self
-            .watchers
-            .committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(|c| c.subscribe(model));
         let mut by_model = self.watchers.by_model.lock().unwrap_or_else(PoisonError::into_inner);
         by_model
             .entry(model)
             .or_insert_with(|| {
-                ProgressWatch::woken_by(model, self.store.clone(), self.db.clone(), self.watchers.timing, signal)
+                let (signal, timing) = self.progress_signal(model);
+                ProgressWatch::woken_by(model, self.store.clone(), self.db.clone(), timing, signal)
             })
             .clone()
+    }
+
+    /// What wakes the watcher of `model` while it is behind, and its pace: on PostgreSQL the
+    /// database's announcements of its checkpoint's moves, which come from whichever process runs
+    /// its projector (this one's included), so it looks on its own only rarely; elsewhere this
+    /// process's projector, if it runs one. With neither (a query API alone on SQLite), it polls.
+    fn progress_signal(&self, model: &'static str) -> (Option<tokio::sync::watch::Receiver<u64>>, WatchTiming) {
+        let timing = self.watchers.timing;
+        if let Some(moves) = self.watchers.moves.get_or_init(|| CheckpointMoves::listen(&self.db)) {
+            let announced = WatchTiming { fallback: timing.announced_fallback, ..timing };
+            return (Some(moves.watch(&checkpoint_prefix(model))), announced);
+        }
+        let committed = self.watchers.committed.lock().unwrap_or_else(PoisonError::into_inner);
+        (committed.as_ref().and_then(|c| c.subscribe(model)), timing)
     }
 
     /// roomview's kept answers.

@@ -10,14 +10,16 @@
 //!
 //! When to read again: a checkpoint can only move when the feed holds events after it, and the
 //! store tells when events are committed ([`EventStore::wait_for_events`], woken by commits in this
-//! process and by notifications across processes). A projector in this process also tells when it
-//! commits ([`stay_projections::runner::Committed`], handed to the watcher as its `signal`). So the
-//! watcher
+//! process and by notifications across processes). The watcher's `signal` tells when the model's
+//! checkpoint moves: on PostgreSQL the database announces every move, whichever process made it
+//! (`stay_store::checkpoint_moves`); elsewhere this process's projector tells of its own commits
+//! ([`stay_projections::runner::Committed`]). So the watcher
 //! - sleeps while the feed holds nothing after the published checkpoint (looking again at least
 //!   every `idle_recheck`);
 //! - when it does, reads the feed's head and then only the checkpoint, until the checkpoint has
-//!   reached that head: with a signal, once per commit of this process's projector (and every
-//!   `fallback` meanwhile, for a projector in another process, as when this one stands by);
+//!   reached that head: with a signal, once per move (and every `fallback` meanwhile — for a
+//!   projector in another process that this process's signal cannot hear, or every
+//!   `announced_fallback` with the database's announcements, in case one was missed);
 //!   without one, one small query every `refresh` (every `slow_refresh` once the checkpoint has
 //!   not moved for `stalled`: a projector that is down should not cost a query per `refresh`);
 //! - reads the live version again when the checkpoint stands still, at most every
@@ -72,6 +74,9 @@ pub struct WatchTiming {
     /// With a projector's signal: the longest wait for it before looking anyway (the model's
     /// worker may run in another process).
     pub fallback: Duration,
+    /// The same when the signal is the database's announcement of the checkpoint's moves
+    /// (PostgreSQL), which hears every process's projector: a look only in case one was missed.
+    pub announced_fallback: Duration,
     /// The longest sleep while the feed holds nothing new (a rebuild's switch is noticed by then).
     pub idle_recheck: Duration,
     /// How often the live version is read again while the checkpoint stands still.
@@ -92,6 +97,7 @@ impl Default for WatchTiming {
             slow_refresh: Duration::from_millis(25),
             stalled: Duration::from_secs(1),
             fallback: Duration::from_millis(100),
+            announced_fallback: Duration::from_secs(1),
             idle_recheck: Duration::from_millis(250),
             version_recheck: Duration::from_millis(50),
             dormant_after: Duration::from_secs(5),

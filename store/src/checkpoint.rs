@@ -28,6 +28,9 @@ pub const CHECKPOINT_MIGRATIONS: MigrationSet = MigrationSet {
     }],
 };
 
+/// The PostgreSQL channel a moved checkpoint is announced on, with its name as the payload.
+pub const CHECKPOINT_CHANNEL: &str = "stay_checkpoints";
+
 const READ: &str = "SELECT position FROM checkpoints WHERE name = $1";
 const LIST: &str = "SELECT name, position FROM checkpoints ORDER BY name";
 const RESET: &str = "DELETE FROM checkpoints WHERE name = $1";
@@ -108,24 +111,33 @@ impl SqlTransaction {
                 }
             }
             SqlTransaction::Postgres(tx) => {
+                // Each statement also queues a notification of the move, which PostgreSQL sends
+                // only if the transaction commits: processes without the projector (a query API
+                // waiting for `min_position`) learn of it at once (`checkpoint_moves.rs`).
                 let moved = sqlx::query(
-                    "UPDATE checkpoints SET position = $1, updated_at = now() WHERE name = $2 AND position = $3",
+                    "WITH moved AS (UPDATE checkpoints SET position = $1, updated_at = now() \
+                     WHERE name = $2 AND position = $3 RETURNING name) \
+                     SELECT pg_notify($4, name) FROM moved",
                 )
                 .bind(&position_text)
                 .bind(name)
                 .bind(&expected_text)
-                .execute(&mut **tx)
+                .bind(CHECKPOINT_CHANNEL)
+                .fetch_all(&mut **tx)
                 .await?
-                .rows_affected();
+                .len() as u64;
                 if moved == 0 && expected == Position::START {
                     sqlx::query(
-                        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) ON CONFLICT (name) DO NOTHING",
+                        "WITH moved AS (INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $2, now()) \
+                         ON CONFLICT (name) DO NOTHING RETURNING name) \
+                         SELECT pg_notify($3, name) FROM moved",
                     )
                     .bind(name)
                     .bind(&position_text)
-                    .execute(&mut **tx)
+                    .bind(CHECKPOINT_CHANNEL)
+                    .fetch_all(&mut **tx)
                     .await?
-                    .rows_affected()
+                    .len() as u64
                 } else {
                     moved
                 }

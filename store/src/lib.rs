@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod checkpoint;
+pub mod checkpoint_moves;
 pub mod clock;
 pub mod database;
 pub mod error;

@@ -2,6 +2,7 @@
 //! `stay projections` command against a server's data.
 
 use std::process::Command;
+use std::time::Duration;
 
 use chrono::{Days, Utc};
 use reqwest::Method;
@@ -123,4 +124,53 @@ async fn stay_saga_lists_shows_and_refuses_to_resume_a_finished_saga() {
     );
     let (ok, text) = with_server(&["retry", &id]);
     assert!(!ok && text.contains("saga_not_parked"), "{text}");
+}
+
+/// How often the query process's watcher of `model` has read its progress from the database.
+async fn watcher_reads(queries: &StayServer, model: &str) -> f64 {
+    let metrics = queries.get("/metrics").await;
+    let projection = format!("projection=\"{model}\"");
+    metrics
+        .text
+        .lines()
+        .filter(|line| line.starts_with("stay_query_progress_reads_total{"))
+        .filter(|line| line.contains("by=\"watcher\"") && line.contains(&projection))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A query API in a process of its own hears of another process's projector through PostgreSQL:
+/// a read that waits for `min_position` is answered once the projector gets there, and while it
+/// waits the model's watcher does not poll the database (it used to look every few milliseconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_process_is_woken_by_another_processs_projector_instead_of_polling() {
+    let commands = StayServer::start_with(Backend::Postgres, &["--role", "command-api"]).await;
+    let queries = commands.join(&["--role", "query-api"]).await;
+    let host = commands.token("host-1", "host");
+    let room = json!({"name": "Waited for", "address": "5 Process Road", "nightly_price": {"amount_minor": 8000, "currency": "EUR"}, "capacity": 2});
+    let registered = commands.post("/v1/rooms", &host, &room).await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+
+    // No projector runs yet: the read waits.
+    let path = format!(
+        "/v1/rooms/{}?min_position={}&wait_ms=30000",
+        registered.field("room_id"),
+        registered.field("position")
+    );
+    let url = format!("{}{path}", queries.url());
+    let waiting = tokio::spawn(async move { reqwest::get(url).await.expect("the read is answered") });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = watcher_reads(&queries, "roomview").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_reads = watcher_reads(&queries, "roomview").await - before;
+    assert!(!waiting.is_finished(), "answered before any projector ran");
+    // One look per announced move, plus a look a second in case one was missed.
+    assert!(idle_reads <= 8.0, "{idle_reads} reads of roomview's progress in 3 s with no projector running");
+
+    let _projector = commands.join(&["--role", "projector"]).await;
+    let answer =
+        tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("answered in time").expect("no panic");
+    assert_eq!(answer.status(), 200);
+    let view: Value = answer.json().await.expect("a room");
+    assert_eq!(view["name"], "Waited for");
 }

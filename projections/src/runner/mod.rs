@@ -43,7 +43,7 @@ pub use dead_letters::{
     Requested, Settled,
 };
 pub use status::{lag, statuses, ProjectionStatus, RebuildStatus};
-pub use versions::{checkpoint_name, initialize, request_rebuild, versions, Versions};
+pub use versions::{checkpoint_name, checkpoint_prefix, initialize, request_rebuild, versions, Versions};
 
 /// The runner's own tables: versions, leases, dead letters.
 pub const PROJECTION_MIGRATIONS: MigrationSet = MigrationSet {

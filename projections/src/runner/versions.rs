@@ -16,6 +16,11 @@ pub fn checkpoint_name(name: &str, v: i64) -> String {
     format!("projection:{name}:v{v}")
 }
 
+/// What the checkpoint names of every version of model `name` start with, and no other model's.
+pub fn checkpoint_prefix(name: &str) -> String {
+    format!("projection:{name}:v")
+}
+
 /// A model's versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Versions {
@@ -112,6 +117,14 @@ mod tests {
     use super::*;
     use crate::runner::testing::{Fixture, Probe};
     use crate::runner::RunnerConfig;
+
+    #[test]
+    fn a_models_prefix_covers_its_versions_and_no_other_models() {
+        let prefix = checkpoint_prefix("room");
+        assert!(checkpoint_name("room", 1).starts_with(&prefix));
+        assert!(checkpoint_name("room", 12).starts_with(&prefix));
+        assert!(!checkpoint_name("roomview", 1).starts_with(&prefix));
+    }
 
     #[tokio::test]
     async fn a_model_starts_at_version_1_with_its_tables_created_once() {
