@@ -1,4 +1,4 @@
-//! `stay import FILE`: writes an export (`stay export`) into an empty store of any SQL backend.
+//! `stay import FILE`: writes an export (`stay export`) into an empty store of any backend.
 //!
 //! 1. Migrates the target, as `stay migrate` does.
 //! 2. Reads the whole file once and checks it (every line's JSON and fields, the chain that names
@@ -7,11 +7,12 @@
 //!    must not leave half an import behind. A damaged or truncated file is refused with the line.
 //! 3. Starts the import in the store (refused unless the store is empty or holds exactly the
 //!    committed part of an earlier run of the same file), then reads the file again and writes
-//!    its events in batches, one transaction each, in file order: every aggregate keeps its
-//!    sequences, the feed keeps the source's order, and metadata and recorded times are kept.
-//!    The store records the progress in each batch's transaction, so after an interruption the
-//!    same command resumes after the last committed batch (having checked that the store's last
-//!    event is the file's line where it stopped).
+//!    its events in batches, in file order: every aggregate keeps its sequences, the feed keeps
+//!    the source's order, and metadata and recorded times are kept. On SQLite and PostgreSQL a
+//!    batch is one transaction with the progress; on EventStoreDB each aggregate's run of events
+//!    is one append, between progress records (`stay_store`'s `eventstoredb/import.rs`). After an
+//!    interruption the same command resumes after the last event the store holds (having checked
+//!    that the store's last event is the file's line where it stopped).
 //!
 //! Read models are not imported; rebuild them with `stay projections rebuild --all`.
 
@@ -36,7 +37,7 @@ pub struct ImportArgs {
     /// The export file written by `stay export`.
     file: PathBuf,
 
-    /// Events written per transaction.
+    /// Events written per batch (per transaction on SQLite and PostgreSQL).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
     batch: u64,
 

@@ -12,14 +12,19 @@
 //!   inside the batch's transaction, and batches commit one after another, so their `tx_id`s
 //!   rise too: the feed's `(tx_id, global_position)` order is the file's order, and the feed's
 //!   fence sees each batch as any other committed transaction.
-//! - EventStoreDB: refused. Its server assigns commit positions and record times itself, so the
-//!   imported events could not keep the source's times.
+//! - EventStoreDB (`eventstoredb/import.rs`): no transaction spans streams, so each aggregate's
+//!   run of events is one append expecting the revision before it, appends follow one another in
+//!   file order (so `$all` is in file order), and the time travels in the envelope the feed reads
+//!   it from. Progress is a stream of records written before and after each batch; that module
+//!   says what is atomic there and how a kill at any point resumes.
 //!
-//! Progress lives in the store's `event_imports` row (one per store): the file's digest, its
-//! event count and how many events are in. Each batch moves it by compare-and-set in the batch's
-//! own transaction, so after an interruption (even `kill -9`) the row says exactly which events
-//! committed, a second import of the same file resumes after them, and two imports at once
-//! cannot interleave. Snapshots are not imported: they are caches that loads rebuild.
+//! On the SQL backends progress lives in the store's `event_imports` row (one per store): the
+//! file's digest, its event count and how many events are in. Each batch moves it by
+//! compare-and-set in the batch's own transaction, so after an interruption (even `kill -9`) the
+//! row says exactly which events committed, a second import of the same file resumes after them,
+//! and two imports at once cannot interleave. Every backend refuses the same way: a store holding
+//! events no run of this import wrote, or another file's import. Snapshots are not imported: they
+//! are caches that loads rebuild.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
@@ -110,9 +115,15 @@ pub enum ImportError {
         "another import into this store is running (its progress moved under this one); let it finish or stop it first"
     )]
     Concurrent,
-    /// The backend cannot keep imported events as they were.
-    #[error("importing into {0} is not supported: its server assigns commit positions and record times itself, so the source's times could not be kept; import into SQLite or PostgreSQL")]
-    Unsupported(&'static str),
+    /// An aggregate's stream in the target is not at the revision the file's next event follows
+    /// (EventStoreDB): something else wrote to it or removed events from it.
+    #[error("the target's stream {stream} is not where its event #{sequence} belongs: something else wrote to it; start again with an empty store")]
+    StreamDiverged {
+        /// The stream, `{Type}-{id}`.
+        stream: String,
+        /// The sequence of the first event the import could not append.
+        sequence: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -175,32 +186,32 @@ impl EventStore {
                 Ok(progress)
             }
             #[cfg(feature = "eventstoredb")]
-            Backend::EventStoreDb(_) => Err(ImportError::Unsupported("EventStoreDB")),
+            Backend::EventStoreDb(s) => s.begin_import(digest, total).await,
         }
     }
 
     /// The newest event in the log (by feed order), to check that a resumed import's committed
     /// part is the file's beginning.
     pub async fn last_event(&self) -> Result<Option<EventKey>, ImportError> {
-        let sql = match self.backend() {
-            Backend::Sqlite(_) => {
-                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY global_position DESC LIMIT 1"
-            }
-            Backend::Postgres(_) => {
-                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1"
-            }
-            #[cfg(feature = "eventstoredb")]
-            Backend::EventStoreDb(_) => return Err(ImportError::Unsupported("EventStoreDB")),
-        };
         let key = match self.backend() {
-            Backend::Sqlite(s) => sqlx::query(sql).fetch_optional(s.pool()).await?.map(|row| {
+            Backend::Sqlite(s) => sqlx::query(
+                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY global_position DESC LIMIT 1",
+            )
+            .fetch_optional(s.pool())
+            .await?
+            .map(|row| {
                 Ok::<_, sqlx::Error>(EventKey {
                     aggregate_type: row.try_get("aggregate_type")?,
                     aggregate_id: row.try_get("aggregate_id")?,
                     sequence: count(row.try_get("sequence")?),
                 })
             }),
-            Backend::Postgres(s) => sqlx::query(sql).fetch_optional(s.pool()).await?.map(|row| {
+            Backend::Postgres(s) => sqlx::query(
+                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+            )
+            .fetch_optional(s.pool())
+            .await?
+            .map(|row| {
                 Ok::<_, sqlx::Error>(EventKey {
                     aggregate_type: row.try_get("aggregate_type")?,
                     aggregate_id: row.try_get("aggregate_id")?,
@@ -208,15 +219,17 @@ impl EventStore {
                 })
             }),
             #[cfg(feature = "eventstoredb")]
-            Backend::EventStoreDb(_) => return Err(ImportError::Unsupported("EventStoreDB")),
+            Backend::EventStoreDb(s) => return Ok(s.last_event().await?),
         };
         Ok(key.transpose()?)
     }
 
-    /// Writes the file's next events (those after `progress.imported`, in file order) in one
-    /// transaction with the import's progress; answers the new progress. The events get the next
-    /// feed positions in the order given. Fails whole (nothing written) if a stream already has
-    /// one of the sequences, or another import moved the progress meanwhile.
+    /// Writes the file's next events (those after `progress.imported`, in file order) with the
+    /// import's progress; answers the new progress. The events get the next feed positions in the
+    /// order given. On the SQL backends this is one transaction, which fails whole (nothing
+    /// written) if a stream already has one of the sequences or another import moved the progress
+    /// meanwhile; on EventStoreDB each aggregate's run of events is atomic, and a batch cut short
+    /// is resumed by the next `begin_import` (see `eventstoredb/import.rs`).
     pub async fn import_batch(
         &self,
         progress: &ImportProgress,
@@ -275,7 +288,7 @@ impl EventStore {
                 Ok(next)
             }
             #[cfg(feature = "eventstoredb")]
-            Backend::EventStoreDb(_) => Err(ImportError::Unsupported("EventStoreDB")),
+            Backend::EventStoreDb(s) => s.import_batch(progress, events).await,
         }
     }
 }

@@ -406,3 +406,111 @@ async fn eventstoredb_turn() -> Turn {
     let turn = ONE_AT_A_TIME.lock().await;
     Turn { harness: eventstoredb().await, _turn: turn }
 }
+
+// ---- `stay import` into EventStoreDB --------------------------------------------------------
+
+/// Opens the EventStoreDB test server with a feed of `aggregate_type` alone. The server is shared
+/// by every test and keeps what they wrote, so a fresh type makes an empty store of its own.
+#[cfg(feature = "eventstoredb")]
+async fn eventstoredb_store_of(aggregate_type: &str) -> EventStore {
+    let url = std::env::var("STAY_TEST_EVENTSTOREDB_URL")
+        .expect("STAY_TEST_EVENTSTOREDB_URL must name an EventStoreDB server (docker-compose provides one)");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}stayAggregateTypes={aggregate_type}");
+    EventStore::open(&StoreUrl::EventStoreDb(url), options()).await.expect("open eventstoredb")
+}
+
+/// `stay import` into EventStoreDB (issue 12): a log exported from SQLite goes in by batches, is
+/// interrupted and resumed, and the target's feed then holds the source's events in the source's
+/// order with their sequences, metadata and times (to the microsecond); a stale or second import
+/// and a non-empty target are refused.
+#[cfg(feature = "eventstoredb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs an EventStoreDB server: set STAY_TEST_EVENTSTOREDB_URL, run with --ignored"]
+async fn an_exported_log_imports_into_eventstoredb_keeping_order_sequences_and_times() {
+    use stay_store::{EventKey, ImportError, ImportedEvent};
+
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // The source: interleaved appends of three aggregates, some of several events.
+    let source = sqlite().await;
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    for (id, expected, events) in [
+        (&a, 0, vec![added(1), added(2)]),
+        (&b, 0, vec![added(3)]),
+        (&a, 2, vec![added(4)]),
+        (&c, 0, vec![added(5), added(6), added(7)]),
+        (&b, 1, vec![added(8)]),
+    ] {
+        source.store.append(append(id, expected, events)).await.expect("source append");
+    }
+    let exported = source.store.read_feed(Position::START, 100).await.expect("source feed");
+    assert_eq!(exported.len(), 9);
+
+    // Under a fresh aggregate type, so the shared server's feed for it starts empty.
+    let kind = format!("Imported{}", Uuid::new_v4().simple());
+    let file: Vec<ImportedEvent> = exported
+        .iter()
+        .map(|e| ImportedEvent {
+            aggregate_type: kind.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
+            recorded_at: e.recorded_at,
+        })
+        .collect();
+    let target = eventstoredb_store_of(&kind).await;
+    let digest = format!("{:064x}", Uuid::new_v4().as_u128());
+
+    let started = target.begin_import(&digest, 9).await.expect("begin");
+    assert_eq!(started.imported, 0);
+    let first = target.import_batch(&started, &file[..2]).await.expect("batch 1");
+    let second = target.import_batch(&first, &file[2..4]).await.expect("batch 2");
+    // Interrupted here: a second run resumes after the fourth event, which is the store's last.
+    let resumed = target.begin_import(&digest, 9).await.expect("resume");
+    assert_eq!(resumed, second);
+    let key = |e: &ImportedEvent| EventKey {
+        aggregate_type: e.aggregate_type.clone(),
+        aggregate_id: e.aggregate_id.clone(),
+        sequence: e.sequence,
+    };
+    assert_eq!(target.last_event().await.expect("last event"), Some(key(&file[3])));
+    // A run still holding older progress cannot write over the resumed one.
+    assert!(matches!(target.import_batch(&first, &file[2..4]).await, Err(ImportError::Concurrent)));
+    let third = target.import_batch(&resumed, &file[4..7]).await.expect("batch 3");
+    let done = target.import_batch(&third, &file[7..]).await.expect("batch 4");
+    assert!(done.is_complete());
+
+    let feed = target.read_feed(Position::START, 100).await.expect("target feed");
+    let shape = |e: &stay_store::RecordedEvent| {
+        (
+            e.aggregate_id.clone(),
+            e.sequence,
+            e.event_type.clone(),
+            e.event_version.clone(),
+            e.payload.clone(),
+            e.metadata.clone(),
+            e.recorded_at,
+        )
+    };
+    assert_eq!(feed.iter().map(shape).collect::<Vec<_>>(), exported.iter().map(shape).collect::<Vec<_>>());
+    assert!(feed.iter().all(|e| e.aggregate_type == kind));
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position), "the feed's order is the file's");
+    assert_eq!(target.last_event().await.expect("last event"), Some(key(&file[8])));
+
+    // Done: the same file is nothing to do, another file is refused.
+    assert!(target.begin_import(&digest, 9).await.expect("again").is_complete());
+    let other = format!("{:064x}", Uuid::new_v4().as_u128());
+    assert!(
+        matches!(target.begin_import(&other, 9).await, Err(ImportError::AnotherImport { digest: d }) if d == digest)
+    );
+
+    // A store holding events no import wrote is not empty.
+    let busy_kind = format!("Busy{}", Uuid::new_v4().simple());
+    let busy = eventstoredb_store_of(&busy_kind).await;
+    let own = Append { aggregate_type: busy_kind.clone(), ..append(&new_id(), 0, vec![added(1)]) };
+    busy.append(own).await.expect("append");
+    assert!(matches!(busy.begin_import(&digest, 9).await, Err(ImportError::NotEmpty { events: 1 })));
+}

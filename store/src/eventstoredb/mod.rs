@@ -31,12 +31,16 @@
 //! read the feed themselves, so a dropped subscription loses no event, only latency until the
 //! reconnect (or the poll) — and no second delivery path can disagree with the feed.
 //!
+//! **Import.** `stay import` appends another store's log with its own sequences, metadata and
+//! times, in file order, with its progress in a stream of its own (`import`).
+//!
 //! The user needs read access to `$all` (in a secure cluster: an admin or an explicit ACL), and
 //! on a cluster the default `nodePreference=leader`, so reads follow writes.
 
 mod aggregate_streams;
 mod codec;
 mod feed;
+mod import;
 mod repository;
 mod url;
 mod wake;
@@ -552,6 +556,10 @@ mod tests {
         send(repo.persist::<Room>(&[], None));
         send(repo.stream_events::<Room>("r-1"));
         send(repo.stream_all_events::<Room>());
+        send(store.begin_import("d", 1));
+        send(store.last_event());
+        let progress = crate::import::ImportProgress { digest: "d".to_owned(), total: 1, imported: 0 };
+        send(store.import_batch(&progress, &[]));
     }
 
     #[tokio::test]
@@ -563,6 +571,20 @@ mod tests {
         assert!(store.read_feed(Position::START, 0).await.unwrap().is_empty());
         // An aggregate type outside the feed is refused before anything is written.
         assert!(matches!(store.append(append("Invoice")).await, Err(StoreError::Schema(_))));
+        // So is an import batch the feed would not deliver.
+        let progress = crate::import::ImportProgress { digest: "d".to_owned(), total: 1, imported: 0 };
+        let invoice = crate::import::ImportedEvent {
+            aggregate_type: "Invoice".into(),
+            aggregate_id: "i-1".into(),
+            sequence: 1,
+            event_type: "InvoiceIssued".into(),
+            event_version: "1.0".into(),
+            payload: json!({}),
+            metadata: json!({}),
+            recorded_at: Utc::now(),
+        };
+        let refused = store.import_batch(&progress, &[invoice]).await;
+        assert!(matches!(refused, Err(crate::import::ImportError::Store(StoreError::Schema(_)))), "{refused:?}");
         assert!(format!("{store:?}").contains("Room"));
     }
 

@@ -289,7 +289,8 @@ pub(super) async fn read_stream_from(
     Ok(events)
 }
 
-async fn read_stream_with(
+/// The events a stream read with `options` finds; none when the stream does not exist.
+pub(super) async fn read_stream_with(
     client: &Client,
     stream: &str,
     options: &ReadStreamOptions,
