@@ -272,9 +272,8 @@ async function renderHost(view, ctx, indicator) {
 
   async function readRooms(position) {
     try {
-      // A fresh read at the position first (so the list below reflects it), then the whole list.
-      if (position) await getJson(withQuery('/v1/rooms', { host_id: session.sub, limit: 1, min_position: position, wait_ms: 10000 }), { signal });
-      rooms = (await getAll(withQuery('/v1/rooms', { host_id: session.sub }), { signal, max: 2000 })).sort((a, b) => a.name.localeCompare(b.name));
+      const path = withQuery('/v1/rooms', { host_id: session.sub, min_position: position, wait_ms: position ? 10000 : null });
+      rooms = (await getAll(path, { signal, max: 2000 })).sort((a, b) => a.name.localeCompare(b.name));
       for (const r of rooms) names.set(r.room_id, r.name);
       drawRooms(null);
     } catch (err) {
@@ -316,7 +315,8 @@ async function renderHost(view, ctx, indicator) {
 
   followMe(ctx, indicator, {
     room: (position) => readRooms(position),
-    reservation: (position) => Promise.all([readReservations(position), readRooms(null)]),
+    // A reservation's position is a feed position: roomview has counted it once it is past it.
+    reservation: (position) => Promise.all([readReservations(position), readRooms(position)]),
   });
 }
 

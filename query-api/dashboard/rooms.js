@@ -30,7 +30,7 @@ export function occupancy(booked, nights = NIGHTS, today = todayUtc()) {
 }
 
 /** The strip of the next nights: booked nights filled, with a count. `large` for the room page. */
-export function occupancyStrip(booked, { large = false } = {}) {
+export function occupancyStrip(booked, { large = false, compact = false } = {}) {
   const days = occupancy(booked);
   const count = days.filter((d) => d.booked).length;
   const pct = Math.round((count / days.length) * 100);
@@ -45,6 +45,9 @@ export function occupancyStrip(booked, { large = false } = {}) {
       });
     }),
   );
+  if (compact) {
+    return h('div', { class: 'occupancy compact' }, strip, h('div', { class: 'legend' }, h('span', { class: 'occ-count' }, h('strong', null, String(count)), ` of ${NIGHTS} booked · ${pct}%`)));
+  }
   return h(
     'div',
     { class: ['occupancy', large && 'large'] },
@@ -102,7 +105,7 @@ function fillCard(card, room, headingLevel = 'h2') {
       'div',
       { class: 'room-top' },
       h(headingLevel, { id: headingId }, h('a', { href: `#/rooms/${encodeURIComponent(room.room_id)}` }, room.name)),
-      statusBadge(room.listed ? 'listed' : 'delisted'),
+      room.listed ? null : h('span', { class: 'badge tone-muted', dataset: { status: 'delisted' }, title: 'Not listed: no new reservations' }, 'not listed'),
     ),
     h('p', { class: 'address' }, room.address),
     h(
@@ -131,11 +134,11 @@ function roomRow(room) {
     'tr',
     { class: ['room-row', !room.listed && 'delisted'], dataset: { roomId: room.room_id, position: room.position } },
     h('td', { class: 'name' }, h('a', { href: `#/rooms/${encodeURIComponent(room.room_id)}` }, room.name), h('div', { class: 'muted' }, room.address)),
-    h('td', null, h('code', null, room.host_id)),
+    h('td', { class: 'nowrap' }, h('code', null, room.host_id)),
     h('td', { class: 'num nowrap' }, money(room.nightly_price)),
     h('td', { class: 'num' }, String(room.capacity)),
     h('td', null, statusBadge(room.listed ? 'listed' : 'delisted')),
-    h('td', null, occupancyStrip(room.booked)),
+    h('td', null, occupancyStrip(room.booked, { compact: true })),
     STATUSES.map((s) => h('td', { class: 'num', dataset: { count: s } }, String(c[s] || 0))),
     h('td', { class: 'num nowrap' }, money(room.payments && room.payments.charged)),
     h('td', { class: 'num nowrap' }, money(room.payments && room.payments.refunded)),
@@ -284,7 +287,7 @@ export async function render(view, params, ctx) {
     const reviewCount = reviewed.reduce((n, r) => n + r.reviews.count, 0);
     const ratingSum = reviewed.reduce((n, r) => n + r.reviews.count * (r.reviews.average_rating || 0), 0);
     const tile = (label, value, note, key) =>
-      h('div', { class: 'stat', dataset: { stat: key } }, h('div', { class: 'stat-label' }, label), h('div', { class: 'stat-value' }, value), note && h('div', { class: 'stat-note' }, note));
+      h('div', { class: 'stat', dataset: { stat: key } }, h('div', { class: 'stat-label' }, label), h('div', { class: ['stat-value', String(value).length > 12 && 'long'] }, value), note && h('div', { class: 'stat-note' }, note));
     replace(
       summary,
       tile('Rooms', String(shown.length), `${listedCount} listed`, 'rooms'),

@@ -23,7 +23,7 @@ export async function render(view, params, ctx) {
   const form = h(
     'form',
     { class: 'signin-form panel', novalidate: true },
-    h('div', { class: 'field' }, h('label', { for: 'token' }, 'Access token'), input, h('span', { class: 'hint', id: 'token-hint' }, 'A JWT from `stay token`. It stays in this browser tab and is forgotten when the tab closes.')),
+    h('div', { class: 'field' }, h('label', { for: 'token' }, 'Access token'), input, h('span', { class: 'hint', id: 'token-hint' }, 'A JWT from ', h('code', null, 'stay token'), '. It stays in this browser tab and is forgotten when the tab closes.')),
     h('div', null, submit),
     status,
   );
