@@ -120,8 +120,8 @@ function fillCard(card, room, headingLevel = 'h2') {
     h(
       'div',
       { class: 'money-line' },
-      h('span', null, 'Charged ', h('strong', { dataset: { money: 'charged' } }, money(room.payments && room.payments.charged))),
-      h('span', null, 'Refunded ', h('strong', { dataset: { money: 'refunded' } }, money(room.payments && room.payments.refunded))),
+      h('span', null, h('span', { class: 'w' }, 'Charged'), h('strong', { dataset: { money: 'charged' } }, money(room.payments && room.payments.charged))),
+      h('span', null, h('span', { class: 'w' }, 'Refunded'), h('strong', { dataset: { money: 'refunded' } }, money(room.payments && room.payments.refunded))),
     ),
     h('div', { class: 'meta-line' }, ratingText(room.reviews), h('span', null, 'changed ', agoEl(room.updated_at))),
   );
