@@ -3,8 +3,8 @@
 // An admin: the way to the operator screens. `GET /v1/me/live` signals a change; the screen then
 // reads the JSON routes again at the position it names, and highlights what changed.
 
-import { getJson, getAll, live, withQuery, Problem } from './api.js';
-import { h, replace, pageHeader, loading, empty, problemBox, money, date, agoEl, time, refreshTimes, statusBadge, liveIndicator, flash, shortId } from './ui.js';
+import { getJson, getAll, postJson, live, withQuery, Problem } from './api.js';
+import { h, replace, pageHeader, loading, empty, problemBox, money, date, agoEl, time, refreshTimes, statusBadge, liveIndicator, flash, shortId, confirmAction } from './ui.js';
 import { roomCard, comparePositions } from './rooms.js';
 
 const PAGE = 50;
@@ -51,8 +51,38 @@ function roomNames(signal) {
   };
 }
 
-/** A reservation as a card. `who` adds the guest (for hosts). */
-function reservationCard(r, roomName, { who = false } = {}) {
+/** Whether the guest may still cancel: pending or confirmed, and the stay has not begun (UTC). */
+function cancellable(r) {
+  return (r.status === 'pending' || r.status === 'confirmed') && r.check_in > new Date().toISOString().slice(0, 10);
+}
+
+/** The guest's Cancel button: asks first, then shows the answer (the card itself follows live). */
+function cancelButton(r, roomName, signal) {
+  const result = h('span', { class: 'res-action-result', role: 'status' });
+  const button = h('button', { type: 'button', class: 'button small', dataset: { action: 'cancel' } }, 'Cancel stay');
+  button.addEventListener('click', async () => {
+    const ok = await confirmAction(`Cancel your stay${roomName ? ` at ${roomName}` : ''}?`, {
+      confirmLabel: 'Cancel the stay',
+      cancelLabel: 'Keep it',
+      danger: true,
+      detail: `${date(r.check_in)} → ${date(r.check_out)}. A charge already taken is refunded.`,
+    });
+    if (!ok) return;
+    button.disabled = true;
+    replace(result, 'Cancelling…');
+    try {
+      await postJson(`/v1/reservations/${encodeURIComponent(r.reservation_id)}/cancel`, undefined, { signal });
+      replace(result, 'Cancellation requested.');
+    } catch (err) {
+      button.disabled = false;
+      replace(result, problemBox(Problem.from(err)));
+    }
+  });
+  return h('div', { class: 'res-actions' }, button, result);
+}
+
+/** A reservation as a card. `who` adds the guest (for hosts); `signal` adds the guest's actions. */
+function reservationCard(r, roomName, { who = false, signal = null } = {}) {
   const pay = r.payment || {};
   return h(
     'li',
@@ -75,6 +105,7 @@ function reservationCard(r, roomName, { who = false } = {}) {
       h('span', null, 'Reservation ', shortId(r.reservation_id)),
       h('span', null, 'Changed ', agoEl(r.updated_at)),
     ),
+    signal && cancellable(r) ? cancelButton(r, roomName, signal) : null,
   );
 }
 
@@ -140,7 +171,7 @@ async function renderGuest(view, ctx, indicator) {
   let nextCursor = null;
   let notes = [];
 
-  const resKeyed = keyedList(resList, (r) => r.reservation_id, (r) => reservationCard(r, names.known.get(r.room_id)));
+  const resKeyed = keyedList(resList, (r) => r.reservation_id, (r) => reservationCard(r, names.known.get(r.room_id), { signal }));
   const notesKeyed = keyedList(notesList, (n) => n.notification_id, (n) =>
     h('li', { dataset: { notificationId: n.notification_id, kind: n.kind } }, h('div', { class: 'note-kind' }, n.kind.replace(/_/g, ' '), ' · ', agoEl(n.created_at)), h('div', null, n.message)),
   );

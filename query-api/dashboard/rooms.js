@@ -346,14 +346,29 @@ export async function render(view, params, ctx) {
         drawn.byId.delete(id);
       }
     }
-    for (const room of shown) {
+    const order = shown.map((room) => {
       let el = drawn.byId.get(room.room_id);
       if (!el) {
         el = state.layout === 'table' ? roomRow(room) : h('li', null, roomCard(room));
         drawn.byId.set(room.room_id, el);
       }
-      drawn.container.appendChild(el); // moves existing ones into sorted order
+      return el;
+    });
+    // Move elements only when the order changed (most updates change a card, not the order).
+    const children = drawn.container.children;
+    if (children.length !== order.length || order.some((el, i) => children[i] !== el)) {
+      drawn.container.append(...order);
     }
+  }
+
+  /** Draw once after a burst of updates rather than once per update. */
+  let drawTimer = null;
+  function drawSoon() {
+    if (drawTimer !== null) return;
+    drawTimer = setTimeout(() => {
+      drawTimer = null;
+      draw();
+    }, 30);
   }
 
   /** Put a changed room on screen in place, highlighted. */
@@ -376,8 +391,13 @@ export async function render(view, params, ctx) {
         if (hadFocus) card.querySelector('a').focus();
       }
     }
-    draw();
-    if (!el && drawn) flash(drawn.byId.get(room.room_id)?.querySelector('.room-card') || drawn.byId.get(room.room_id));
+    if (el) drawSoon();
+    else {
+      // A room new to the screen: draw now, so it can be highlighted.
+      draw();
+      const added = drawn && drawn.byId.get(room.room_id);
+      if (added) flash(added.querySelector('.room-card') || added);
+    }
   }
 
   // ---- loading and live updates ----
@@ -464,5 +484,8 @@ export async function render(view, params, ctx) {
   flush();
 
   const ticker = setInterval(() => refreshTimes(view), 15000);
-  return () => clearInterval(ticker);
+  return () => {
+    clearInterval(ticker);
+    clearTimeout(drawTimer);
+  };
 }

@@ -221,6 +221,17 @@ async fn a_guest_signed_in_by_link_sees_their_reservation_turn_from_pending_to_c
     browser.screenshot("me-guest").await;
     browser.resize(PHONE).await;
     browser.screenshot("me-guest-phone").await;
+
+    // The guest cancels from the page: asked first, then the card follows to cancelled, refunded.
+    let card = format!("li.res-card[data-reservation-id='{id}']");
+    browser.click(&format!("{card} button[data-action='cancel']")).await;
+    browser.wait_for_text("dialog[open] h2", "Cancel your stay at Harbour loft?").await;
+    browser.screenshot("me-guest-cancel").await;
+    browser.click("dialog[open] button[data-confirm='yes']").await;
+    browser.wait_for_within(&format!("{card}[data-status='cancelled']"), Duration::from_secs(15)).await;
+    browser.wait_for(&format!("{card} [data-status='refunded']")).await;
+    browser.wait_for("li[data-kind='reservation_cancelled']").await;
+    assert_not_reloaded(&browser, "the reservation was cancelled").await;
     browser.assert_no_console_errors("a guest's page").await;
 }
 
