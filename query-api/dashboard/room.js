@@ -127,7 +127,7 @@ export async function render(view, params, ctx) {
     const fresh = position ? { min_position: position, wait_ms: 10000 } : {};
     const [r, rv] = await Promise.all([
       getJson(withQuery(`/v1/rooms/${encodeURIComponent(id)}`, fresh), { signal }),
-      getJson(`/v1/rooms/${encodeURIComponent(id)}/reviews`, { signal }).then(
+      getJson(withQuery(`/v1/rooms/${encodeURIComponent(id)}/reviews`, fresh), { signal }).then(
         (answer) => ({ items: answer.items || [] }),
         (err) => ({ problem: Problem.from(err) }),
       ),
