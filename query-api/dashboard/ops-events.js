@@ -94,24 +94,28 @@ export function render(view, params, ctx) {
     loadPage();
   };
 
+  let reads = 0;
   const loadPage = async () => {
+    reads += 1;
+    const mine = reads;
     const query = new URLSearchParams({ limit: String(limit) });
     if (after) query.set('after', after);
     let page;
     try {
       page = await getJson(`/v1/admin/feed?${query}`, { signal: ctx.signal });
     } catch (err) {
-      if (ctx.signal.aborted) return;
+      if (ctx.signal.aborted || mine !== reads) return;
       table.replaceChildren(problemBox(asProblem(err)));
       pager.replaceChildren();
       return;
     }
-    if (mode !== 'pages') return;
+    if (mode !== 'pages' || mine !== reads) return;
     const items = page.items;
     const end = items.length < limit;
+    const head = page.head ? ` The feed's head is at ${page.head}.` : '';
     where.textContent = items.length
-      ? `Events ${items[0].position} to ${items[items.length - 1].position}${after ? ` (after ${after})` : ' (from the start)'}${end ? ': the end of the feed for now.' : '.'}`
-      : `No events after ${after || 'the start'} yet.`;
+      ? `Events ${items[0].position} to ${items[items.length - 1].position}${after ? ` (after ${after})` : ' (from the start)'}${end ? ': the end of the feed for now.' : '.'}${head}`
+      : `No events after ${after || 'the start'} yet.${head}`;
     table.replaceChildren(items.length ? feedTable(items, 'oldest first') : h('p', { class: 'empty' }, 'Nothing here yet: new events show in the live tail.'));
     const buttons = [];
     if (after) buttons.push(h('button', { type: 'button', class: 'button', onclick: () => { behind.length = 0; go(''); } }, 'From the start'));

@@ -4,7 +4,7 @@
 // until it goes live (the switch).
 
 import { getJson, postJson } from './api.js';
-import { confirmAction, h, problemBox, statusBadge } from './ui.js';
+import { confirmAction, h, problemBox } from './ui.js';
 import { asProblem, count, duration, every, opsFrame, say, sparkline, statusRegion } from './ops-common.js';
 
 /** How often the list is read. */
@@ -81,8 +81,8 @@ function projectionCard(name, ctx) {
     h('header', { class: 'ops-proj-head' }, h('h2', { id: `ops-proj-${name}` }, name), status, version),
     h('dl', { class: 'facts ops-proj-facts' },
       h('dt', {}, 'Position'), position,
-      h('dt', {}, 'Lag'), lagEvents,
-      h('dt', {}, 'Oldest unapplied'), lagTime,
+      h('dt', {}, 'Lag (events)'), lagEvents,
+      h('dt', {}, 'Lag (time)'), lagTime,
       h('dt', {}, 'Dead letters'), letters,
       h('dt', {}, 'Skipped'), skipped),
     progress,
@@ -110,7 +110,7 @@ function projectionCard(name, ctx) {
 
   const update = (model, trend) => {
     last = model;
-    status.replaceChildren(statusBadge(model.status));
+    status.replaceChildren(projectionBadge(model.status));
     version.textContent = `version ${model.version}`;
     position.textContent = model.position;
     const events = trend.map((t) => t.events);
@@ -119,7 +119,7 @@ function projectionCard(name, ctx) {
       h('span', { class: 'ops-big' }, `${count(model.lag_events)} event${model.lag_events === 1 ? '' : 's'}`),
       sparkline(events, `Lag in events over the last ${duration(trend.length * POLL_MS)}: now ${model.lag_events}, at most ${Math.max(...events)}`));
     lagTime.replaceChildren(
-      h('span', { class: 'ops-big' }, model.lag_ms ? duration(model.lag_ms) : 'none waiting'),
+      h('span', { class: 'ops-big', title: 'How long the oldest event not yet applied has waited' }, duration(model.lag_ms)),
       sparkline(times, `Age of the oldest unapplied event over the last ${duration(trend.length * POLL_MS)}: now ${duration(model.lag_ms)}`));
     letters.replaceChildren(...deadLetterSummary(model));
     skipped.textContent = count(model.skipped);
@@ -146,6 +146,12 @@ function projectionCard(name, ctx) {
     }
   };
   return { el, update };
+}
+
+/** A projection's status as a badge: running is the good state here (for a saga it means "not done"). */
+function projectionBadge(status) {
+  const tones = { running: 'good', catching_up: 'wait', rebuilding: 'info' };
+  return h('span', { class: `badge tone-${tones[status] || 'muted'}`, dataset: { status } }, String(status).replace(/_/g, ' '));
 }
 
 /** Dead letters by state, and a link to them. */

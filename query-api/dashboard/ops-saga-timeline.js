@@ -19,16 +19,16 @@ const COMMANDS = {
   hold: [{ to: 'Room', command: 'HoldNights', key: 'hold' }],
   charge: [
     { to: 'Payment', command: 'RequestCharge', key: 'request_charge' },
-    { to: 'payment provider', command: 'charge' },
-    { to: 'Payment', command: 'RecordApproval or RecordDecline', key: 'record_charge' },
+    { to: 'provider', command: 'charge' },
+    { to: 'Payment', command: 'RecordApproval/RecordDecline', key: 'record_charge' },
     { to: 'Payment', command: 'RecordFailure', key: 'record_failure', optional: true },
   ],
   confirm: [
     { to: 'Room', command: 'ConfirmBooking', key: 'confirm_booking' },
     { to: 'Reservation', command: 'Confirm', key: 'confirm' },
   ],
-  void: [{ to: 'payment provider', command: 'void' }, { to: 'Payment', command: 'VoidCharge', key: 'void' }],
-  refund: [{ to: 'payment provider', command: 'refund' }, { to: 'Payment', command: 'Refund', key: 'refund' }],
+  void: [{ to: 'provider', command: 'void' }, { to: 'Payment', command: 'VoidCharge', key: 'void' }],
+  refund: [{ to: 'provider', command: 'refund' }, { to: 'Payment', command: 'Refund', key: 'refund' }],
   release: [{ to: 'Room', command: 'ReleaseNights', key: 'release' }],
   reject: [{ to: 'Reservation', command: 'Reject', key: 'reject' }],
   complete_cancellation: [{ to: 'Reservation', command: 'CompleteCancellation', key: 'complete_cancellation' }],
@@ -82,7 +82,7 @@ function sentence(entry) {
     }
     case 'StepRequested': return `Began ${d.step}: it calls the payment provider.`;
     case 'StepSucceeded': return `${d.step} succeeded after ${duration(between(d.started_at, entry.at))}: ${outcomeText(d.outcome)}.`;
-    case 'StepFailed': return `${d.step} failed (attempt ${d.attempt}): ${d.error}.${d.retry_at ? ' Tried again at the time shown.' : ''}`;
+    case 'StepFailed': return `${d.step} failed (attempt ${d.attempt}): ${d.error}. ${d.retry_at ? `Next try ${duration(between(entry.at, d.retry_at))} later.` : 'No retry.'}`;
     case 'DeadlineSet': return `The ${d.deadline} deadline falls ${duration(between(entry.at, d.at))} after this.`;
     case 'DeadlineFired': return `The ${d.deadline} deadline passed before the charge had an answer.`;
     case 'CompensationStarted': {
@@ -179,13 +179,17 @@ export async function renderSaga(view, params, ctx) {
   // After a Retry or Skip: what the operator asked, to say where the saga went once it moves.
   let resumed = null;
   let saga = null;
+  // Reads may overlap (the feed and an action both ask); only the latest one is shown.
+  let reads = 0;
 
   const load = async () => {
+    reads += 1;
+    const mine = reads;
     let next;
     try {
       next = await getJson(`/v1/admin/sagas/${encodeURIComponent(id)}`, { signal: ctx.signal });
     } catch (err) {
-      if (ctx.signal.aborted) return;
+      if (ctx.signal.aborted || mine !== reads) return;
       summary.replaceChildren();
       problemIn(summary, err);
       return;
@@ -194,7 +198,7 @@ export async function renderSaga(view, params, ctx) {
     const lastPosition = saga.timeline.length ? saga.timeline[saga.timeline.length - 1].position : '';
     // What the saga's commands caused, from the correlations model (it may lag behind a moment).
     const caused = await tryJson(`/v1/admin/correlations/${encodeURIComponent(id)}?min_position=${encodeURIComponent(lastPosition)}&wait_ms=2000`, { signal: ctx.signal });
-    if (ctx.signal.aborted) return;
+    if (ctx.signal.aborted || mine !== reads) return;
     showSummary(summary, saga);
     showActions(actions, saga, act);
     showSteps(steps, saga, caused.ok ? caused.value.events : null);
@@ -242,7 +246,7 @@ function showSummary(where, saga) {
     h('dl', { class: 'facts' },
       ...item('Status', statusBadge(saga.status)),
       ...item('Step', saga.step || '—'),
-      ...(ended ? item('Outcome', endText(ended.detail.outcome)) : []),
+      ...(ended ? item(saga.status === 'completed' || saga.status === 'compensated' ? 'Outcome' : 'Ended before as', endText(ended.detail.outcome)) : []),
       ...(saga.last_error ? item('Last error', h('span', { class: 'ops-error' }, saga.last_error)) : []),
       ...(saga.next_attempt_at ? item('Next attempt', when(saga.next_attempt_at)) : []),
       ...(first ? item('Began', when(first.at)) : []),
@@ -279,13 +283,13 @@ function commandsOf(sagaId, step, correlated) {
       : [];
     if (send.optional && caused.length === 0) continue;
     items.push(h('li', {},
-      h('span', { class: 'ops-command' }, `${send.to} · ${send.command}`),
-      caused.length ? ' → ' : '',
-      ...caused.flatMap((e, i) => [i ? ', ' : '',
-        streamLink(e.aggregate_type, e.aggregate_id, e.event_type),
-        h('span', { class: 'ops-pos' }, ` @${e.position}`)])));
+      h('span', { class: 'ops-command' }, `${send.to}.${send.command}`),
+      caused.length
+        ? h('span', { class: 'ops-caused' }, '→ ', ...caused.flatMap((e, i) => [i ? ', ' : '',
+          streamLink(e.aggregate_type, e.aggregate_id, e.event_type), h('span', { class: 'ops-pos' }, ` @${e.position}`)]))
+        : ''));
   }
-  if (step.step === 'start') items.push(h('li', {}, h('span', { class: 'ops-command' }, 'reads the Reservation')));
+  if (step.step === 'start') items.push(h('li', {}, h('span', { class: 'muted' }, 'reads the Reservation')));
   return h('ul', { class: 'ops-commands' }, ...items);
 }
 
@@ -293,24 +297,29 @@ function showSteps(where, saga, correlated) {
   const steps = stepsOf(saga.timeline);
   const deadlines = deadlinesOf(saga.timeline);
   const times = saga.timeline.map((e) => Date.parse(e.at));
-  for (const s of steps) for (const f of s.failures) if (f.retry_at) times.push(Date.parse(f.retry_at));
+  for (const s of steps) {
+    times.push(Date.parse(s.begin));
+    for (const f of s.failures) if (f.retry_at) times.push(Date.parse(f.retry_at));
+  }
   // A deadline widens the axis only when it mattered: it fired, or the saga still waits on it.
   for (const d of deadlines) if (d.fired || saga.status === 'running') times.push(Date.parse(d.at));
-  if (saga.status === 'running' || saga.status === 'parked') times.push(Date.now());
+  // A running saga's axis runs to now; a parked one's ends at its last event, so its steps keep their width.
+  if (saga.status === 'running') times.push(Date.now());
   const from = Math.min(...times);
+  const start = new Date(from).toISOString();
   const span = Math.max(1, Math.max(...times) - from);
   const x = (iso) => ((Date.parse(iso) - from) / span) * 1000;
 
   const bar = (step) => {
     const image = svg('svg', { class: 'ops-bar', viewBox: '0 0 1000 20', preserveAspectRatio: 'none', 'aria-hidden': 'true' });
     const begin = x(step.begin);
-    const end = step.end ? x(step.end) : x(step.parked ? new Date().toISOString() : step.begin);
+    const end = x(step.end || (step.parked && step.parked.at) || (saga.status === 'running' ? new Date().toISOString() : step.begin));
     const kind = step.parked && !step.outcome ? 'parked' : step.outcome ? (step.compensates ? 'undo' : 'done') : 'open';
     image.append(svg('rect', { class: `ops-bar-${kind}`, x: begin.toFixed(1), y: 4, width: Math.max(4, end - begin).toFixed(1), height: 12 }));
     for (const f of step.failures) image.append(svg('rect', { class: 'ops-bar-fail', x: x(f.at).toFixed(1), y: 1, width: 4, height: 18 }));
     for (const d of deadlines) {
       const at = x(d.at);
-      if (at <= 1000) image.append(svg('rect', { class: 'ops-bar-deadline', x: at.toFixed(1), y: 0, width: 3, height: 20 }));
+      if (at >= 0 && at <= 1000) image.append(svg('rect', { class: 'ops-bar-deadline', x: at.toFixed(1), y: 0, width: 3, height: 20 }));
     }
     return image;
   };
@@ -327,17 +336,18 @@ function showSteps(where, saga, correlated) {
       : '';
     let state;
     if (step.outcome) state = outcomeText(step.outcome);
-    else if (step.parked) state = h('span', { class: 'ops-error' }, `parked: ${step.parked.error}`);
+    else if (step.parked) state = h('strong', { class: 'ops-error' }, 'parked (its error is above)');
     else state = h('em', {}, 'under way');
-    return h('tr', { class: step.compensates ? 'ops-undo' : '' },
+    const began = h('span', { class: 'ops-when', title: step.begin }, `+${duration(between(start, step.begin))}`);
+    const took = h('span', { class: 'ops-when muted' }, step.end ? `took ${duration(between(step.begin, step.end))}` : 'not done');
+    return h('tr', { class: step.compensates ? 'ops-undo' : null, dataset: { step: step.step } },
       h('th', { scope: 'row', 'data-label': 'Step' }, step.step, step.compensates ? h('small', {}, ' (undo)') : ''),
       h('td', { 'data-label': 'Commands → events' }, commandsOf(saga.saga_id, step, correlated)),
       h('td', { 'data-label': 'Attempts', class: 'num' }, String(attempts), failures),
       h('td', { 'data-label': 'Outcome' }, state),
-      h('td', { 'data-label': 'Began' }, when(step.begin)),
-      h('td', { 'data-label': 'Took' }, step.end ? duration(between(step.begin, step.end)) : '—'),
+      h('td', { 'data-label': 'When' }, began, h('br', {}), took),
       h('td', { 'data-label': 'Positions', class: 'ops-pos' }, step.positions.join(', ')),
-      h('td', { 'data-label': 'Time', class: 'ops-bar-cell' }, bar(step)));
+      h('td', { 'data-label': 'On the time axis', class: 'ops-bar-cell' }, bar(step)));
   });
 
   const deadlineNotes = deadlines.map((d) => h('li', {},
@@ -349,21 +359,28 @@ function showSteps(where, saga, correlated) {
     correlated ? '' : h('p', { class: 'muted' }, 'The events the commands caused are not shown: the correlations model has not answered yet.'),
     h('div', { class: 'table-wrap ops-stack' },
       h('table', { class: 'ops-table ops-steps' },
-        h('caption', {}, 'Each step with the commands it sent, its attempts and times; the bar places it on the saga\'s time axis (red: a failed attempt; line: a deadline).'),
-        h('thead', {}, h('tr', {}, ...['Step', 'Commands → events', 'Attempts', 'Outcome', 'Began', 'Took', 'Positions', 'Time']
+        h('caption', {}, 'Each step with the commands it sent and the events they caused, its attempts, and when it began (after the saga\'s first event) and how long it took; the bar places it on the saga\'s time axis (red: a failed attempt; dark line: a deadline).'),
+        h('thead', {}, h('tr', {}, ...['Step', 'Commands → events', 'Attempts', 'Outcome', 'When', 'Positions', 'On the time axis']
           .map((name) => h('th', { scope: 'col' }, name)))),
         h('tbody', {}, ...rows))),
     deadlineNotes.length ? h('div', {}, h('h3', {}, 'Deadlines'), h('ul', { class: 'ops-deadlines' }, ...deadlineNotes)) : '');
 }
 
+/** The saga's earliest time: its first event, or a step that began before that event was recorded. */
+function originOf(saga) {
+  const times = saga.timeline.map((e) => Date.parse(e.at));
+  for (const e of saga.timeline) if (e.detail && e.detail.started_at) times.push(Date.parse(e.detail.started_at));
+  return new Date(Math.min(...times)).toISOString();
+}
+
 function showHistory(where, saga) {
-  const first = saga.timeline[0];
+  const origin = saga.timeline.length ? originOf(saga) : null;
   const items = saga.timeline.map((entry) => h('li', { class: `ops-ev ops-ev-${entry.event_type}` },
     h('div', { class: 'ops-ev-head' },
       h('span', { class: 'ops-seq' }, `#${entry.sequence}`),
       h('span', { class: 'ops-ev-type' }, entry.event_type),
       when(entry.at),
-      first ? h('span', { class: 'ops-offset' }, ` +${duration(between(first.at, entry.at))}`) : '',
+      origin ? h('span', { class: 'ops-offset' }, ` +${duration(between(origin, entry.at))}`) : '',
       h('span', { class: 'ops-pos' }, ` position ${entry.position}`)),
     h('p', {}, sentence(entry)),
     jsonDetails('Event detail', entry.detail)));

@@ -55,7 +55,11 @@ export function render(view, params, ctx) {
   body.append(filter, note, table, pager);
 
   let shown = new Map();
+  // Reads may overlap (the feed and the filter both ask); only the latest one is shown.
+  let reads = 0;
   const load = async (minPosition) => {
+    reads += 1;
+    const mine = reads;
     const query = new URLSearchParams();
     if (statuses.length) query.set('status', statuses.join(','));
     if (cursor) query.set('cursor', cursor);
@@ -68,11 +72,12 @@ export function render(view, params, ctx) {
     try {
       page = await getJson(`/v1/admin/sagas?${query}`, { signal: ctx.signal });
     } catch (err) {
-      if (ctx.signal.aborted) return;
+      if (ctx.signal.aborted || mine !== reads) return;
       table.replaceChildren();
       problemIn(table, err);
       return;
     }
+    if (mine !== reads) return;
     const before = shown;
     shown = new Map(page.items.map((s) => [s.saga_id, s.position]));
     table.replaceChildren(sagaTable(page.items, statuses, minPosition ? before : new Map()));

@@ -1,7 +1,7 @@
 // Operators: one stream (`#/ops/events/:type/:id`), in the spirit of KurrentDB's stream browser —
-// its events, and the aggregate's state as of any of them: a slider over the events (or a time)
-// asks `GET /v1/admin/streams/{type}/{id}?as_of=…` for the state folded up to that point, and the
-// screen says what the chosen event changed.
+// its events, and the aggregate's state as of any of them: a slider over the events asks
+// `GET /v1/admin/streams/{type}/{id}?until_sequence=N` (a time, `?as_of=`) for the state folded up
+// to that point, and the screen says what the chosen event changed.
 
 import { getJson } from './api.js';
 import { h, problemBox } from './ui.js';
@@ -62,7 +62,7 @@ export async function renderStream(view, params, ctx) {
     h('div', { class: 'field' }, h('label', { for: 'ops-as-of-time' }, 'Or as of a time (UTC)'), timeInput),
     h('button', { type: 'submit', class: 'button' }, 'Show'));
   const note = h('p', { id: 'ops-as-of-note', class: 'muted ops-note' },
-    'Arrow keys move one event. The state comes from the server, folded from the events recorded up to the chosen one\'s time; events recorded in one commit share that time and move together.');
+    'Arrow keys move one event. The state comes from the server, folded from the stream\'s first events up to the chosen one.');
   const scrubber = h('section', { class: 'panel ops-scrubber', 'aria-label': 'State as of' },
     h('div', { class: 'ops-slider' }, sliderLabel, slider,
       h('div', { class: 'ops-slider-ends muted' }, h('span', {}, '1'), h('span', {}, String(n)))),
@@ -89,42 +89,37 @@ export async function renderStream(view, params, ctx) {
       h('section', { class: 'panel', 'aria-labelledby': 'ops-state-title', 'aria-live': 'polite' },
         h('h2', { id: 'ops-state-title' }, 'State'), changeBox, stateBox)));
 
-  // States already asked for, by time.
-  const states = new Map([[events[n - 1].recorded_at, whole]]);
-  const stateAt = async (asOf) => {
-    if (!states.has(asOf)) {
-      states.set(asOf, getJson(`${base}?as_of=${encodeURIComponent(asOf)}`, { signal: ctx.signal }));
-    }
-    return states.get(asOf);
+  // Answers already asked for, by query (`until_sequence=3`, `as_of=…`).
+  const answers = new Map([[`until_sequence=${n}`, whole]]);
+  const stateAt = (query) => {
+    if (!answers.has(query)) answers.set(query, getJson(`${base}?${query}`, { signal: ctx.signal }));
+    return answers.get(query);
   };
+  const NOTHING = { events: [], state: null };
 
   let asked = 0;
-  const show = async (asOf, label) => {
+  /** Shows the state `query` answers, beside the state one event earlier, and what that event changed. */
+  const show = async (query, label) => {
     asked += 1;
     const mine = asked;
     let now;
-    let before = null;
+    let before;
     try {
-      now = await stateAt(asOf);
+      now = await stateAt(query);
       const upTo = now.events.length;
-      // The state before the events this time added: as of the last event before them.
-      if (upTo > 0) {
-        const cut = Date.parse(events[upTo - 1].recorded_at);
-        const earlier = events.slice(0, upTo).reverse().find((e) => Date.parse(e.recorded_at) < cut);
-        before = earlier ? await stateAt(earlier.recorded_at) : { events: [], state: null };
-      }
+      before = upTo > 1 ? await stateAt(`until_sequence=${upTo - 1}`) : NOTHING;
     } catch (err) {
       if (mine !== asked || ctx.signal.aborted) return;
-      states.delete(asOf);
+      answers.delete(query);
       stateBox.replaceChildren(problemBox(asProblem(err)));
       return;
     }
     if (mine !== asked) return;
     const upTo = now.events.length;
-    sliderLabel.replaceChildren(label(upTo));
+    sliderLabel.replaceChildren(...label(upTo));
     items.forEach((item, i) => {
       item.classList.toggle('ops-future', i >= upTo);
-      item.classList.toggle('ops-chosen', i < upTo && i >= (before ? before.events.length : 0));
+      item.classList.toggle('ops-chosen', i === upTo - 1);
     });
     if (upTo === 0) {
       changeBox.replaceChildren(h('p', { class: 'muted' }, 'No event had been recorded by then: the stream did not exist yet.'));
@@ -137,10 +132,10 @@ export async function renderStream(view, params, ctx) {
         h('a', { href: `#/ops/sagas/${id}` }, 'timeline'), '.'));
       return;
     }
-    const added = now.events.slice(before ? before.events.length : 0);
-    const changed = changes(before ? before.state : null, now.state);
+    const event = now.events[upTo - 1];
+    const changed = changes(before.state, now.state);
     changeBox.replaceChildren(
-      h('h3', {}, `What ${added.map((e) => `#${e.sequence} ${e.event_type}`).join(', ')} changed`),
+      h('h3', {}, `What #${event.sequence} ${event.event_type} changed`),
       changed.length
         ? h('ul', { class: 'ops-change-list' }, ...changed.slice(0, 40).map((c) => h('li', {},
           h('code', {}, c.path), ': ',
@@ -153,8 +148,7 @@ export async function renderStream(view, params, ctx) {
 
   const choose = (k) => {
     slider.value = String(k);
-    const event = events[k - 1];
-    show(event.recorded_at, (upTo) => [
+    show(`until_sequence=${k}`, (upTo) => [
       h('strong', {}, `State after event ${upTo} of ${n}`), ': ',
       `#${events[upTo - 1].sequence} ${events[upTo - 1].event_type}, recorded `, when(events[upTo - 1].recorded_at)]);
   };
@@ -163,7 +157,7 @@ export async function renderStream(view, params, ctx) {
     event.preventDefault();
     if (!timeInput.value) return;
     const asOf = new Date(`${timeInput.value}Z`).toISOString();
-    show(asOf, (upTo) => {
+    show(`as_of=${encodeURIComponent(asOf)}`, (upTo) => {
       if (upTo > 0) slider.value = String(upTo);
       return [h('strong', {}, `State as of ${asOf}`), `: ${upTo} of ${n} events recorded by then`];
     });
