@@ -185,7 +185,7 @@ export function feedTable(events, order) {
       h('td', { 'data-label': 'Stream' }, streamLink(event.aggregate_type, event.aggregate_id, event.aggregate_type), ' ',
         h('span', { class: 'mono ops-muted-id', title: event.aggregate_id }, shortened(event.aggregate_id)),
         h('span', { class: 'ops-pos' }, ` #${event.sequence}`)),
-      h('td', { 'data-label': 'Event' },
+      h('td', { 'data-label': 'Event', class: 'ops-wide' },
         h('details', { class: 'ops-details' }, h('summary', {}, h('span', { class: 'ops-ev-type' }, event.event_type)),
           jsonBlock(event.payload, 'Payload'), jsonBlock(meta, 'Metadata'))),
       h('td', { 'data-label': 'Correlation' }, correlation && UUID.test(correlation)

@@ -342,12 +342,12 @@ function showSteps(where, saga, correlated) {
     const took = h('span', { class: 'ops-when muted' }, step.end ? `took ${duration(between(step.begin, step.end))}` : 'not done');
     return h('tr', { class: step.compensates ? 'ops-undo' : null, dataset: { step: step.step } },
       h('th', { scope: 'row', 'data-label': 'Step' }, step.step, step.compensates ? h('small', {}, ' (undo)') : ''),
-      h('td', { 'data-label': 'Commands → events' }, commandsOf(saga.saga_id, step, correlated)),
+      h('td', { 'data-label': 'Commands → events', class: 'ops-wide' }, commandsOf(saga.saga_id, step, correlated)),
       h('td', { 'data-label': 'Attempts', class: 'num' }, String(attempts), failures),
-      h('td', { 'data-label': 'Outcome' }, state),
+      h('td', { 'data-label': 'Outcome', class: 'ops-wide' }, state),
       h('td', { 'data-label': 'When' }, began, h('br', {}), took),
       h('td', { 'data-label': 'Positions', class: 'ops-pos' }, step.positions.join(', ')),
-      h('td', { 'data-label': 'On the time axis', class: 'ops-bar-cell' }, bar(step)));
+      h('td', { 'data-label': 'On the time axis', class: 'ops-bar-cell ops-wide' }, bar(step)));
   });
 
   const deadlineNotes = deadlines.map((d) => h('li', {},
