@@ -98,7 +98,7 @@ function reservationCard(r, roomName, { who = false, signal = null } = {}) {
     h(
       'div',
       { class: 'res-foot' },
-      h('span', null, 'Total ', h('strong', null, money(r.total_price))),
+      r.total_price ? h('span', null, 'Total ', h('strong', null, money(r.total_price))) : null,
       pay.charged ? h('span', null, 'Charged ', h('strong', null, money(pay.charged))) : null,
       pay.refunded ? h('span', null, 'Refunded ', h('strong', null, money(pay.refunded))) : null,
       who ? h('span', null, 'Guest ', h('code', null, r.guest_id)) : null,
@@ -269,7 +269,7 @@ async function renderHost(view, ctx, indicator) {
   const { signal, session } = ctx;
   const roomsGrid = h('ul', { class: 'room-grid', 'aria-label': 'My rooms' });
   const roomsSection = h('section', { class: 'section', 'aria-labelledby': 'rooms-title' });
-  const resList = h('ul', { class: 'res-list', 'aria-label': 'Reservations of my rooms' });
+  const resList = h('ul', { class: 'res-list wide', 'aria-label': 'Reservations of my rooms' });
   const resSection = h('section', { class: 'section', 'aria-labelledby': 'hres-title' });
   const more = h('button', { type: 'button', class: 'button', hidden: true }, 'Show older reservations');
   let rooms = [];
