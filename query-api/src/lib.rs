@@ -6,18 +6,26 @@
 //! - [`correlations`] — everything one correlation (a reservation) caused, as a causation tree.
 //! - [`sagas`] — `GET /v1/admin/sagas`, the saga overview.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
+//! - [`room_changes`] — `GET /v1/live/rooms`, which rooms changed, for anyone.
+//! - [`my_changes`] — `GET /v1/me/live`, what changed for the signed-in user.
+//! - [`host_reservations`] — `GET /v1/me/rooms/reservations`, a host's rooms' reservations.
+//! - [`applied_feed`] — the feed in batches the read models have applied, for those signals.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
 //! - [`progress`] — one task per read model watches its version and checkpoint for every query.
 //! - [`room_cache`] — roomview's answers kept while the model stands still.
 //! - [`dashboard`] — `GET /` and `GET /assets/{file}`, the dashboard's files.
 
 pub mod admin;
+mod applied_feed;
 pub mod correlations;
 pub mod dashboard;
+pub mod host_reservations;
 pub mod live;
+pub mod my_changes;
 pub mod progress;
 pub mod reservations;
 pub mod room_cache;
+pub mod room_changes;
 pub mod rooms;
 pub mod sagas;
 pub mod wait;
@@ -164,6 +172,7 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(rooms::get_room))
         .routes(routes!(rooms::room_reviews))
         .routes(routes!(live::live))
+        .routes(routes!(room_changes::room_changes))
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::asset))
         .with_state(state.clone())
@@ -172,6 +181,8 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(reservations::get_reservation))
         .routes(routes!(reservations::my_reservations))
         .routes(routes!(reservations::my_notifications))
+        .routes(routes!(host_reservations::host_reservations))
+        .routes(routes!(my_changes::my_changes))
         .routes(routes!(admin::projections))
         .routes(routes!(admin::rebuild))
         .routes(routes!(admin::list_dead_letters))

@@ -287,7 +287,10 @@ impl Browser {
                 _ => {}
             }
             if Instant::now() >= deadline {
-                panic!("elements matching {css:?} are still there after {DEFAULT_WAIT:?}\n{}", self.page_report().await);
+                panic!(
+                    "elements matching {css:?} are still there after {DEFAULT_WAIT:?}\n{}",
+                    self.page_report().await
+                );
             }
             tokio::time::sleep(POLL).await;
         }

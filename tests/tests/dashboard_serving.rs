@@ -31,7 +31,11 @@ fn source_files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
-async fn get_bytes(server: &StayServer, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+async fn get_bytes(
+    server: &StayServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let client = reqwest::Client::new();
     let mut request = client.get(format!("{}{path}", server.url()));
     for (name, value) in headers {
