@@ -31,7 +31,15 @@ async fn register_room(server: &StayServer, host: &str, name: &str, address: &st
 
 /// Asks for nights `from..from+nights` of `room_id` as `guest` paying with `card`; with `wait`,
 /// answers once the saga has settled it.
-async fn reserve(server: &StayServer, guest: &str, room_id: &str, from: u64, nights: u64, card: &str, wait: bool) -> Answer {
+async fn reserve(
+    server: &StayServer,
+    guest: &str,
+    room_id: &str,
+    from: u64,
+    nights: u64,
+    card: &str,
+    wait: bool,
+) -> Answer {
     let body = json!({
         "room_id": room_id,
         "check_in": day(from), "check_out": day(from + nights), "guests": 2,
@@ -108,7 +116,9 @@ async fn the_rooms_screen_lists_the_rooms_registered_through_the_api_and_filters
     browser.resize(PHONE).await;
     browser.goto(&format!("{}/", server.url())).await;
     browser.wait_for(&card(&loft)).await;
-    let overflow = browser.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![]).await;
+    let overflow = browser
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![])
+        .await;
     assert_eq!(overflow, json!(0), "nothing sticks out sideways at 375 px");
     browser.screenshot("rooms-phone").await;
     browser.assert_no_console_errors("the rooms screen").await;
@@ -136,7 +146,9 @@ async fn a_reservation_made_through_the_api_shows_on_its_room_card_within_two_se
     let answered = Instant::now();
     browser.wait_for_text_within(&confirmed, "1", Duration::from_secs(2)).await;
     browser.wait_for_within(&format!("{} .strip[data-booked-nights='3']", card(&loft)), Duration::from_secs(2)).await;
-    browser.wait_for_text_within(&format!("{} [data-money='charged']", card(&loft)), "€360.00", Duration::from_secs(2)).await;
+    browser
+        .wait_for_text_within(&format!("{} [data-money='charged']", card(&loft)), "€360.00", Duration::from_secs(2))
+        .await;
     let shown_after = answered.elapsed();
     assert!(shown_after < Duration::from_secs(2), "the card showed the reservation after {shown_after:?}");
     assert_eq!(browser.count(&format!("{} .night.booked", card(&loft))).await, 3, "three nights booked");
@@ -161,7 +173,10 @@ async fn a_reservation_made_through_the_api_shows_on_its_room_card_within_two_se
     wait_live(&browser).await;
     let later = reserve(&server, &guest, &loft, 10, 2, "tok_visa", true).await;
     browser
-        .wait_for_within(&format!("tr[data-reservation-id='{}']", later.field("reservation_id")), Duration::from_secs(2))
+        .wait_for_within(
+            &format!("tr[data-reservation-id='{}']", later.field("reservation_id")),
+            Duration::from_secs(2),
+        )
         .await;
     assert_not_reloaded(&browser, "the room page followed a second reservation").await;
     browser.assert_no_console_errors("the rooms screen and a room's page, live").await;
@@ -209,14 +224,23 @@ async fn a_guest_signed_in_by_link_sees_their_reservation_turn_from_pending_to_c
     let id = answer.field("reservation_id").to_owned();
     browser.wait_for(&format!("li.res-card[data-reservation-id='{id}'][data-status='pending']")).await;
     browser.screenshot("me-guest-pending").await;
-    browser.wait_for_within(&format!("li.res-card[data-reservation-id='{id}'][data-status='confirmed']"), Duration::from_secs(15)).await;
-    let statuses = browser.execute("return window.__statuses.filter(s => s.startsWith(arguments[0]));", vec![json!(id)]).await;
+    browser
+        .wait_for_within(
+            &format!("li.res-card[data-reservation-id='{id}'][data-status='confirmed']"),
+            Duration::from_secs(15),
+        )
+        .await;
+    let statuses =
+        browser.execute("return window.__statuses.filter(s => s.startsWith(arguments[0]));", vec![json!(id)]).await;
     assert_eq!(statuses, json!([format!("{id} pending"), format!("{id} confirmed")]), "pending, then confirmed");
     // The payment shows with it, and the notification arrives live too.
     browser.wait_for_text(&format!("li.res-card[data-reservation-id='{id}']"), "€240.00").await;
     browser.wait_for(&format!("li.res-card[data-reservation-id='{id}'] [data-status='approved']")).await;
     browser.wait_for("li[data-kind='reservation_confirmed']").await;
-    assert_eq!(browser.count(&format!("li.res-card[data-reservation-id='{}']", others.field("reservation_id"))).await, 0);
+    assert_eq!(
+        browser.count(&format!("li.res-card[data-reservation-id='{}']", others.field("reservation_id"))).await,
+        0
+    );
     assert_not_reloaded(&browser, "the reservation was confirmed").await;
     browser.screenshot("me-guest").await;
     browser.resize(PHONE).await;
@@ -249,11 +273,19 @@ async fn a_host_signed_in_with_a_pasted_token_sees_their_rooms_their_bookings_an
     let stay_id = stay.field("reservation_id").to_owned();
     let elsewhere = reserve(&server, &guest, &cabin, 2, 2, "tok_visa", true).await;
     let review = server
-        .post(&format!("/v1/rooms/{loft}/reviews"), &guest, &json!({"reservation_id": stay_id, "rating": 4, "comment": "Lovely light, thin walls."}))
+        .post(
+            &format!("/v1/rooms/{loft}/reviews"),
+            &guest,
+            &json!({"reservation_id": stay_id, "rating": 4, "comment": "Lovely light, thin walls."}),
+        )
         .await;
     assert_eq!(review.status, 201, "{}", review.text);
     let reply = server
-        .post(&format!("/v1/reviews/{}/reply", review.field("review_id")), &ana, &json!({"comment": "Thank you! New windows come in spring."}))
+        .post(
+            &format!("/v1/reviews/{}/reply", review.field("review_id")),
+            &ana,
+            &json!({"comment": "Thank you! New windows come in spring."}),
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 
@@ -269,14 +301,25 @@ async fn a_host_signed_in_with_a_pasted_token_sees_their_rooms_their_bookings_an
     }
     assert_eq!(browser.count(&card(&cabin)).await, 0, "another host's room is not among mine");
     browser.wait_for(&format!("li.res-card[data-reservation-id='{stay_id}'][data-status='confirmed']")).await;
-    assert!(browser.text(&format!("li.res-card[data-reservation-id='{stay_id}']")).await.contains("guest-1"), "a host sees who booked");
-    assert_eq!(browser.count(&format!("li.res-card[data-reservation-id='{}']", elsewhere.field("reservation_id"))).await, 0);
+    assert!(
+        browser.text(&format!("li.res-card[data-reservation-id='{stay_id}']")).await.contains("guest-1"),
+        "a host sees who booked"
+    );
+    assert_eq!(
+        browser.count(&format!("li.res-card[data-reservation-id='{}']", elsewhere.field("reservation_id"))).await,
+        0
+    );
     wait_live(&browser).await;
     mark_page(&browser).await;
 
     // A new reservation of one of the host's rooms arrives live.
     let next = reserve(&server, &guest, &attic, 4, 2, "tok_visa", true).await;
-    browser.wait_for(&format!("li.res-card[data-reservation-id='{}'][data-status='confirmed']", next.field("reservation_id"))).await;
+    browser
+        .wait_for(&format!(
+            "li.res-card[data-reservation-id='{}'][data-status='confirmed']",
+            next.field("reservation_id")
+        ))
+        .await;
     browser.wait_for_text(&format!("{} li[data-count='confirmed'] .n", card(&attic)), "1").await;
     assert_not_reloaded(&browser, "a reservation of the host's room was made").await;
     browser.screenshot("me-host").await;
@@ -285,7 +328,12 @@ async fn a_host_signed_in_with_a_pasted_token_sees_their_rooms_their_bookings_an
     browser.click(&format!("{} a", card(&loft))).await;
     browser.wait_for_text("h1", "Harbour loft").await;
     browser.wait_for(&format!("tr[data-reservation-id='{stay_id}']")).await;
-    browser.wait_for_text(&format!("article.review[data-review-id='{}']", review.field("review_id")), "Lovely light, thin walls.").await;
+    browser
+        .wait_for_text(
+            &format!("article.review[data-review-id='{}']", review.field("review_id")),
+            "Lovely light, thin walls.",
+        )
+        .await;
     browser.wait_for_text("article.review .reply", "New windows come in spring.").await;
     assert!(!browser.text("article.review").await.contains("guest-1"), "the public page names no guest");
     browser.screenshot("room").await;
