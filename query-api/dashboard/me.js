@@ -407,7 +407,7 @@ export async function render(view, params, ctx) {
     pageHeader(
       titles[s.role] || 'Me',
       s.role === 'admin' ? null : indicator,
-      h('p', { class: 'subtitle' }, subtitles[s.role] || '', ' ', h('span', { class: 'nowrap' }, 'Signed in as ', h('code', null, s.sub), s.exp ? ` until ${time(new Date(s.exp * 1000).toISOString())}` : '', '.')),
+      h('p', { class: 'subtitle' }, subtitles[s.role] || '', ' ', h('span', null, 'Signed in as ', h('code', null, s.sub), s.exp ? ` until ${time(new Date(s.exp * 1000).toISOString())}` : '', '.')),
     ),
   );
   if (s.role === 'guest') await renderGuest(view, ctx, indicator);

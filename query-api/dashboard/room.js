@@ -91,7 +91,7 @@ export async function render(view, params, ctx) {
       stat('Sleeps', String(room.capacity), room.capacity === 1 ? 'guest' : 'guests', 'capacity'),
       stat('Confirmed', String(c.confirmed || 0), `${c.pending || 0} pending · ${c.cancelled || 0} cancelled · ${c.rejected || 0} rejected`, 'reservations'),
       stat('Charged', money(room.payments && room.payments.charged), `refunded ${money(room.payments && room.payments.refunded)}`, 'payments'),
-      stat('Rating', room.reviews && room.reviews.count ? `★ ${room.reviews.average_rating.toFixed(1)}` : '—', `${(room.reviews && room.reviews.count) || 0} reviews`, 'rating'),
+      stat('Rating', room.reviews && room.reviews.count ? `★ ${room.reviews.average_rating.toFixed(1)}` : '—', `${(room.reviews && room.reviews.count) || 0} review${(room.reviews && room.reviews.count) === 1 ? '' : 's'}`, 'rating'),
     );
     replace(
       aboutEl,
