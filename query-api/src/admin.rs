@@ -269,6 +269,9 @@ pub struct FeedPage {
     #[schema(value_type = Vec<Object>)]
     items: Vec<RecordedEvent>,
     next: Option<String>,
+    /// The feed's last position when the page was read (`0` for an empty feed): how far behind
+    /// the head a page is.
+    head: String,
 }
 
 /// The global event feed, in order.
@@ -291,18 +294,23 @@ pub async fn feed(
         Some(text) => text.parse().map_err(|_| ApiError::invalid_field("after", "not a feed position"))?,
     };
     let limit = window.limit.unwrap_or(100).clamp(1, 1000);
+    let head = state.store.head().await?;
     let items = state.store.read_feed(after, limit).await?;
     let next = items.last().map(|e| e.position.to_string());
-    Ok(Json(FeedPage { items, next }))
+    Ok(Json(FeedPage { items, next, head: head.to_string() }))
 }
 
-/// `?as_of` of a stream.
+/// `?as_of&until_sequence` of a stream.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AsOf {
     /// The state as it was at this time (RFC 3339); default now.
     #[param(format = DateTime)]
     as_of: Option<String>,
+    /// The state folded from the stream's first N events only (events recorded in one commit
+    /// share a time, so `as_of` cannot tell them apart); with `as_of`, both apply.
+    #[param(minimum = 1)]
+    until_sequence: Option<u64>,
 }
 
 /// An aggregate's events and state.
@@ -340,7 +348,7 @@ fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<Value, ApiError> {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`stream_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad time", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad time or `until_sequence`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn stream(
@@ -357,6 +365,9 @@ pub async fn stream(
                 .with_timezone(&Utc),
         ),
     };
+    if as_of.until_sequence == Some(0) {
+        return Err(ApiError::invalid_field("until_sequence", "must be at least 1 (the first event)"));
+    }
     let known = [Room::TYPE, Reservation::TYPE, Payment::TYPE, Review::TYPE, SAGA_TYPE];
     if !known.contains(&aggregate_type.as_str()) {
         return Err(ApiError::not_found("stream_not_found", format!("no aggregate type is called {aggregate_type:?}")));
@@ -367,6 +378,9 @@ pub async fn stream(
     }
     if let Some(until) = until {
         events.retain(|e| e.recorded_at <= until);
+    }
+    if let Some(count) = as_of.until_sequence {
+        events.retain(|e| e.sequence <= count);
     }
     let state = match aggregate_type.as_str() {
         t if t == Room::TYPE => Some(fold::<Room>(&events)?),

@@ -6,16 +6,26 @@
 //! - [`correlations`] — everything one correlation (a reservation) caused, as a causation tree.
 //! - [`sagas`] — `GET /v1/admin/sagas`, the saga overview.
 //! - [`live`] — `GET /v1/live`, the feed as server-sent events.
+//! - [`room_changes`] — `GET /v1/live/rooms`, which rooms changed, for anyone.
+//! - [`my_changes`] — `GET /v1/me/live`, what changed for the signed-in user.
+//! - [`host_reservations`] — `GET /v1/me/rooms/reservations`, a host's rooms' reservations.
+//! - [`applied_feed`] — the feed in batches the read models have applied, for those signals.
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
 //! - [`progress`] — one task per read model watches its version and checkpoint for every query.
 //! - [`room_cache`] — roomview's answers kept while the model stands still.
+//! - [`dashboard`] — `GET /` and `GET /assets/{file}`, the dashboard's files.
 
 pub mod admin;
+mod applied_feed;
 pub mod correlations;
+pub mod dashboard;
+pub mod host_reservations;
 pub mod live;
+pub mod my_changes;
 pub mod progress;
 pub mod reservations;
 pub mod room_cache;
+pub mod room_changes;
 pub mod rooms;
 pub mod sagas;
 pub mod wait;
@@ -34,6 +44,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::dashboard::DashboardFiles;
 use crate::progress::{Progress, ProgressWatch, WatchTiming};
 use crate::room_cache::RoomCache;
 use crate::wait::{until_fresh, Freshness};
@@ -54,6 +65,8 @@ pub struct QueryState {
     watchers: Arc<Watchers>,
     /// roomview's answers at the current progress.
     room_cache: Arc<RoomCache>,
+    /// Where the dashboard's files come from.
+    dashboard: Arc<DashboardFiles>,
 }
 
 /// The progress watchers of this process, by model.
@@ -88,7 +101,23 @@ impl QueryState {
             moves: OnceLock::new(),
             by_model: Mutex::default(),
         });
-        Self { store, db, models: models.into(), keys: Arc::new(keys), watchers, room_cache: Arc::default() }
+        Self {
+            store,
+            db,
+            models: models.into(),
+            keys: Arc::new(keys),
+            watchers,
+            room_cache: Arc::default(),
+            dashboard: Arc::default(),
+        }
+    }
+
+    /// The same, with the dashboard's files read from `dir` at each request instead of the copies
+    /// built into the binary (a development aid: edit them without rebuilding).
+    #[must_use]
+    pub fn serving_dashboard_from(mut self, dir: std::path::PathBuf) -> Self {
+        self.dashboard = Arc::new(DashboardFiles::Folder(dir));
+        self
     }
 
     /// The same, with the progress watchers woken by the commits of this process's projector
@@ -160,12 +189,17 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(rooms::get_room))
         .routes(routes!(rooms::room_reviews))
         .routes(routes!(live::live))
+        .routes(routes!(room_changes::room_changes))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::asset))
         .with_state(state.clone())
         .split_for_parts();
     let (private, private_doc) = OpenApiRouter::new()
         .routes(routes!(reservations::get_reservation))
         .routes(routes!(reservations::my_reservations))
         .routes(routes!(reservations::my_notifications))
+        .routes(routes!(host_reservations::host_reservations))
+        .routes(routes!(my_changes::my_changes))
         .routes(routes!(admin::projections))
         .routes(routes!(admin::rebuild))
         .routes(routes!(admin::list_dead_letters))

@@ -74,6 +74,7 @@ fn sse_event(event: &RecordedEvent) -> Event {
         "event_type": event.event_type,
         "recorded_at": event.recorded_at,
         "payload": event.payload,
+        "metadata": event.metadata,
     });
     Event::default().id(event.position.to_string()).event(event.event_type.clone()).data(data.to_string())
 }

@@ -136,18 +136,18 @@ pub struct Limit {
 #[into_params(parameter_in = Query)]
 pub struct ReservationWindow {
     /// At most this many (default 100; below 1 counts as 1, above 1000 as 1000).
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = "^([0-9]+(-[0-9]+)?)?$")]
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// A page of a guest's reservations.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationList {
-    items: Vec<ReservationView>,
+    pub(crate) items: Vec<ReservationView>,
     /// The `cursor` of the next page; `null` on the last.
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// The caller's reservations, newest first, one page at a time (guests).

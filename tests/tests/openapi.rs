@@ -17,6 +17,9 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/readyz", None),
     ("get", "/metrics", None),
     ("get", "/openapi.json", None),
+    // The dashboard.
+    ("get", "/", None),
+    ("get", "/assets/{file}", None),
     // Commands.
     ("post", "/v1/rooms", Some("host")),
     ("patch", "/v1/rooms/{room_id}", Some("host")),
@@ -38,6 +41,9 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/v1/reservations/{reservation_id}", Some("admin")),
     ("get", "/v1/me/reservations", Some("guest")),
     ("get", "/v1/me/notifications", Some("guest")),
+    ("get", "/v1/me/rooms/reservations", Some("host")),
+    ("get", "/v1/me/live", Some("guest")),
+    ("get", "/v1/live/rooms", None),
     ("get", "/v1/admin/projections", Some("admin")),
     ("post", "/v1/admin/projections/{name}/rebuild", Some("admin")),
     ("get", "/v1/admin/projections/{name}/dead-letters", Some("admin")),
@@ -48,6 +54,9 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/v1/admin/correlations/{correlation_id}", Some("admin")),
     ("get", "/v1/live", Some("admin")),
 ];
+
+/// The routes that answer a stream of server-sent events that never ends: only their head is read.
+const STREAMS: &[&str] = &["/v1/live", "/v1/live/rooms", "/v1/me/live"];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -254,7 +263,7 @@ async fn every_documented_route_exists_and_nothing_else_does() {
         let http_method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let body = matches!(http_method, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
         let url = concrete(path);
-        if path == "/v1/live" {
+        if STREAMS.contains(&path.as_str()) {
             // A stream that never ends: look at its head only.
             let (status, content_type, _) = server.open(&url, token.as_deref(), &[]).await;
             if status != 200 || !content_type.starts_with("text/event-stream") {
@@ -285,8 +294,8 @@ async fn every_documented_route_exists_and_nothing_else_does() {
     for (method, path) in [
         (Method::GET, "/v1/nope"),
         (Method::POST, "/v1/nope"),
-        (Method::GET, "/"),
         (Method::GET, "/v1"),
+        (Method::GET, "/assets"),
         (Method::POST, "/v1/rooms/x/y/z"),
         (Method::GET, "/openapi.yaml"),
         (Method::GET, "/v2/rooms"),
@@ -383,7 +392,7 @@ async fn every_status_a_route_answers_is_documented() {
     let mut undocumented = Vec::new();
     let mut sent = 0;
     for ((method, path), operation) in operations(&doc) {
-        if path == "/v1/live" || !path.starts_with("/v1/") {
+        if STREAMS.contains(&path.as_str()) || !path.starts_with("/v1/") {
             continue;
         }
         let statuses = documented(&operation);

@@ -1,6 +1,6 @@
 //! The notifications model's rows: a recipient's messages, newest first.
 
-use stay_store::{Row, SqlDatabase, StoreError};
+use stay_store::{Position, Row, SqlDatabase, StoreError};
 
 use crate::models::notifications;
 
@@ -47,4 +47,46 @@ pub async fn of_recipient(
         notifications::table(v)
     );
     db.rows(&sql, &[recipient.into(), limit.into()]).await?.iter().map(NotificationRow::read).collect()
+}
+
+/// A message's id and the feed position of the event that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationMark {
+    /// The message.
+    pub notification_id: String,
+    /// The position of the event it was made for.
+    pub position: Position,
+}
+
+/// `recipient`'s messages in version `v` made for events after `after`, oldest first, at most
+/// `limit`, in one statement that the model's `(recipient, position)` index answers: what is new
+/// for them since a position (the live signals of `GET /v1/me/live`).
+pub async fn marks_after(
+    db: &SqlDatabase,
+    v: i64,
+    recipient: &str,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<NotificationMark>, StoreError> {
+    let sql = format!(
+        "SELECT notification_id, position_major, position_minor FROM {} \
+         WHERE recipient = $1 AND (position_major > $2 OR (position_major = $2 AND position_minor > $3)) \
+         ORDER BY position_major, position_minor, notification_id LIMIT $4",
+        notifications::table(v)
+    );
+    let part = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let stored = |value: i64| {
+        u64::try_from(value)
+            .map_err(|_| StoreError::Decode(format!("a notification's position part is negative: {value}")))
+    };
+    db.rows(&sql, &[recipient.into(), part(after.major()).into(), part(after.minor()).into(), limit.into()])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(NotificationMark {
+                notification_id: row.text("notification_id")?,
+                position: Position::new(stored(row.int("position_major")?)?, stored(row.int("position_minor")?)?),
+            })
+        })
+        .collect()
 }

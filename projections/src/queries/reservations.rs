@@ -88,7 +88,7 @@ pub async fn reservation(db: &SqlDatabase, v: i64, reservation_id: &str) -> Resu
     db.rows(&sql, &[reservation_id.into()]).await?.first().map(ReservationRow::read).transpose()
 }
 
-/// One page of a guest's reservations, newest first.
+/// One page of a guest's (or a host's) reservations, newest first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuestPage {
     /// The reservations.
@@ -108,21 +108,62 @@ pub async fn of_guest(
     before: Option<Position>,
     limit: i64,
 ) -> Result<GuestPage, StoreError> {
+    page_of(db, v, Party::Guest, guest_id, before, limit).await
+}
+
+/// At most `limit` reservations of `host_id`'s rooms in version `v`, newest first, paged as
+/// [`of_guest`] pages. The model's `host_id` index finds them; they are sorted by creation
+/// position (a host's reservations are as many as their rooms were booked, not the whole table).
+pub async fn of_host(
+    db: &SqlDatabase,
+    v: i64,
+    host_id: &str,
+    before: Option<Position>,
+    limit: i64,
+) -> Result<GuestPage, StoreError> {
+    page_of(db, v, Party::Host, host_id, before, limit).await
+}
+
+/// Whose reservations a page lists.
+#[derive(Clone, Copy, Debug)]
+enum Party {
+    Guest,
+    Host,
+}
+
+impl Party {
+    fn column(self) -> &'static str {
+        match self {
+            Party::Guest => "guest_id",
+            Party::Host => "host_id",
+        }
+    }
+}
+
+async fn page_of(
+    db: &SqlDatabase,
+    v: i64,
+    party: Party,
+    user_id: &str,
+    before: Option<Position>,
+    limit: i64,
+) -> Result<GuestPage, StoreError> {
     let t = reservations::table(v);
+    let who = party.column();
     let columns = format!("{COLUMNS}, created_position_major, created_position_minor");
     let order = "ORDER BY created_position_major DESC, created_position_minor DESC";
     let rows = match before {
         None => {
-            let sql = format!("SELECT {columns} FROM {t} WHERE guest_id = $1 {order} LIMIT $2");
-            db.rows(&sql, &[guest_id.into(), limit.into()]).await?
+            let sql = format!("SELECT {columns} FROM {t} WHERE {who} = $1 {order} LIMIT $2");
+            db.rows(&sql, &[user_id.into(), limit.into()]).await?
         }
         Some(before) => {
             let sql = format!(
-                "SELECT {columns} FROM {t} WHERE guest_id = $1 AND (created_position_major < $2 \
+                "SELECT {columns} FROM {t} WHERE {who} = $1 AND (created_position_major < $2 \
                  OR (created_position_major = $2 AND created_position_minor < $3)) {order} LIMIT $4"
             );
             let (major, minor) = (stored(before.major()), stored(before.minor()));
-            db.rows(&sql, &[guest_id.into(), major.into(), minor.into(), limit.into()]).await?
+            db.rows(&sql, &[user_id.into(), major.into(), minor.into(), limit.into()]).await?
         }
     };
     let next = match rows.last() {
