@@ -70,8 +70,8 @@ function projectionCard(name, ctx) {
   const status = h('span', {});
   const version = h('span', { class: 'muted ops-version' });
   const position = h('dd', { class: 'mono' });
-  const lagEvents = h('dd', {});
-  const lagTime = h('dd', {});
+  const lagEvents = h('dd', { class: 'ops-lag' });
+  const lagTime = h('dd', { class: 'ops-lag' });
   const letters = h('dd', {});
   const skipped = h('dd', {});
   const progress = h('div', { class: 'ops-rebuild', hidden: true });
