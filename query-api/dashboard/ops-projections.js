@@ -122,6 +122,7 @@ function projectionCard(name, ctx) {
       h('span', { class: 'ops-big', title: 'How long the oldest event not yet applied has waited' }, duration(model.lag_ms)),
       sparkline(times, `Age of the oldest unapplied event over the last ${duration(trend.length * POLL_MS)}: now ${duration(model.lag_ms)}`));
     letters.replaceChildren(...deadLetterSummary(model));
+    el.dataset.parked = String((model.dead_letters || []).filter((l) => l.state === 'parked').length);
     skipped.textContent = count(model.skipped);
 
     const asked = rebuilds.get(name);
