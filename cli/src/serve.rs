@@ -113,6 +113,12 @@ pub struct ServeArgs {
     #[arg(long, env = "STAY_NO_MIGRATE")]
     no_migrate: bool,
 
+    /// A development aid: serve the dashboard's files from this folder, read at each request,
+    /// instead of the copies built into the binary, so they can be edited without rebuilding
+    /// (`STAY_DASHBOARD_DIR=$PWD/query-api/dashboard stay serve`).
+    #[arg(long, env = "STAY_DASHBOARD_DIR")]
+    dashboard_dir: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     saga: SagaArgs,
 }
@@ -293,6 +299,11 @@ impl Application {
             let mut state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
             if let Some(projector) = &projector {
                 state = state.woken_by(projector.committed());
+            }
+            if let Some(dir) = args.dashboard_dir {
+                anyhow::ensure!(dir.is_dir(), "--dashboard-dir {}: not a folder", dir.display());
+                tracing::info!(dir = %dir.display(), "serving the dashboard's files from a folder, not the binary");
+                state = state.serving_dashboard_from(dir);
             }
             v1.push(stay_query_api::router(state));
         }

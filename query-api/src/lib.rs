@@ -9,9 +9,11 @@
 //! - [`wait`] — `min_position`: answer only once the read model has reached a position.
 //! - [`progress`] — one task per read model watches its version and checkpoint for every query.
 //! - [`room_cache`] — roomview's answers kept while the model stands still.
+//! - [`dashboard`] — `GET /` and `GET /assets/{file}`, the dashboard's files.
 
 pub mod admin;
 pub mod correlations;
+pub mod dashboard;
 pub mod live;
 pub mod progress;
 pub mod reservations;
@@ -33,6 +35,7 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::dashboard::DashboardFiles;
 use crate::progress::{Progress, ProgressWatch, WatchTiming};
 use crate::room_cache::RoomCache;
 use crate::wait::{until_fresh, Freshness};
@@ -53,6 +56,8 @@ pub struct QueryState {
     watchers: Arc<Watchers>,
     /// roomview's answers at the current progress.
     room_cache: Arc<RoomCache>,
+    /// Where the dashboard's files come from.
+    dashboard: Arc<DashboardFiles>,
 }
 
 /// The progress watchers of this process, by model.
@@ -79,7 +84,23 @@ impl QueryState {
         timing: WatchTiming,
     ) -> Self {
         let watchers = Arc::new(Watchers { timing, committed: Mutex::default(), by_model: Mutex::default() });
-        Self { store, db, models: models.into(), keys: Arc::new(keys), watchers, room_cache: Arc::default() }
+        Self {
+            store,
+            db,
+            models: models.into(),
+            keys: Arc::new(keys),
+            watchers,
+            room_cache: Arc::default(),
+            dashboard: Arc::default(),
+        }
+    }
+
+    /// The same, with the dashboard's files read from `dir` at each request instead of the copies
+    /// built into the binary (a development aid: edit them without rebuilding).
+    #[must_use]
+    pub fn serving_dashboard_from(mut self, dir: std::path::PathBuf) -> Self {
+        self.dashboard = Arc::new(DashboardFiles::Folder(dir));
+        self
     }
 
     /// The same, with the progress watchers woken by the commits of this process's projector
@@ -143,6 +164,8 @@ pub fn router(state: QueryState) -> (axum::Router, OpenApi) {
         .routes(routes!(rooms::get_room))
         .routes(routes!(rooms::room_reviews))
         .routes(routes!(live::live))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::asset))
         .with_state(state.clone())
         .split_for_parts();
     let (private, private_doc) = OpenApiRouter::new()

@@ -3,8 +3,10 @@
 //!
 //! Every test makes its own database (PostgreSQL) or directory (SQLite) and removes it at the
 //! end, even when it fails, so tests never depend on each other or on what a run left behind.
+//! [`browser`] drives a headless Chromium for the dashboard's tests.
 
 pub mod bodies;
+pub mod browser;
 pub mod databases;
 pub mod feed;
 pub mod payment_sim;
