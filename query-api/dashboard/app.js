@@ -161,9 +161,17 @@ async function route() {
   if (mine === generation) focusHeading(view);
 }
 
+/** The tab's title follows the screen's heading, so a row of tabs says which is which. */
+function titleFrom(view) {
+  const heading = view.querySelector('h1');
+  const text = heading ? heading.textContent.trim() : '';
+  document.title = text ? `${text} · Stay` : 'Stay — dashboard';
+}
+
 /** After a navigation, focus the new screen's heading (keyboard and screen-reader users start there). */
 let firstRoute = true;
 function focusHeading(view) {
+  titleFrom(view);
   if (firstRoute) {
     firstRoute = false;
     return;
