@@ -55,7 +55,10 @@ export function onFeed(wanted, onChange, { signal, indicator, debounceMs = 250 }
   if (signal) signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
 }
 
-/** Calls `tick` now and every `ms` until `signal` aborts; a tick never overlaps the next. */
+/**
+ * Calls `tick` now and again `ms` after each call ends, until `signal` aborts; `ms` may be a
+ * function, asked after each tick (a screen reads faster while something it watches moves).
+ */
 export function every(ms, tick, signal) {
   let timer = null;
   const run = async () => {
@@ -63,7 +66,7 @@ export function every(ms, tick, signal) {
     try {
       await tick();
     } finally {
-      if (!signal.aborted) timer = setTimeout(run, ms);
+      if (!signal.aborted) timer = setTimeout(run, typeof ms === 'function' ? ms() : ms);
     }
   };
   signal.addEventListener('abort', () => clearTimeout(timer), { once: true });

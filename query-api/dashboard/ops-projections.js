@@ -7,8 +7,9 @@ import { getJson, postJson } from './api.js';
 import { confirmAction, h, problemBox } from './ui.js';
 import { asProblem, count, duration, every, opsFrame, say, sparkline, statusRegion } from './ops-common.js';
 
-/** How often the list is read. */
+/** How often the list is read; faster while a rebuild this page asked for has not switched yet. */
 const POLL_MS = 2000;
+const POLL_REBUILDING_MS = 400;
 /** How many readings a trend keeps (two minutes at the pace above). */
 const TREND = 60;
 
@@ -62,7 +63,8 @@ export function render(view, params, ctx) {
       card.update(model, remember(model));
     }
   };
-  every(POLL_MS, tick, ctx.signal);
+  const pace = () => ([...rebuilds.values()].some((r) => !r.switchedAt) ? POLL_REBUILDING_MS : POLL_MS);
+  every(pace, tick, ctx.signal);
 }
 
 /** One model's card; its parts are updated in place so focus and open panels survive each reading. */
@@ -70,8 +72,8 @@ function projectionCard(name, ctx) {
   const status = h('span', {});
   const version = h('span', { class: 'muted ops-version' });
   const position = h('dd', { class: 'mono' });
-  const lagEvents = h('dd', {});
-  const lagTime = h('dd', {});
+  const lagEvents = h('dd', { class: 'ops-lag' });
+  const lagTime = h('dd', { class: 'ops-lag' });
   const letters = h('dd', {});
   const skipped = h('dd', {});
   const progress = h('div', { class: 'ops-rebuild', hidden: true });
@@ -122,6 +124,7 @@ function projectionCard(name, ctx) {
       h('span', { class: 'ops-big', title: 'How long the oldest event not yet applied has waited' }, duration(model.lag_ms)),
       sparkline(times, `Age of the oldest unapplied event over the last ${duration(trend.length * POLL_MS)}: now ${duration(model.lag_ms)}`));
     letters.replaceChildren(...deadLetterSummary(model));
+    el.dataset.parked = String((model.dead_letters || []).filter((l) => l.state === 'parked').length);
     skipped.textContent = count(model.skipped);
 
     const asked = rebuilds.get(name);
@@ -134,16 +137,16 @@ function projectionCard(name, ctx) {
           `${count(model.rebuild.lag_events)} event${model.rebuild.lag_events === 1 ? '' : 's'} to go, at position ${model.rebuild.position}`),
         h('progress', { id: `ops-progress-${name}`, max: String(Math.max(1, total)), value: String(Math.min(done, total)) },
           `${total ? Math.round((done / total) * 100) : 0}%`));
-      button.disabled = true;
     } else {
       progress.hidden = true;
       progress.replaceChildren();
-      button.disabled = false;
     }
     if (asked && !asked.switchedAt && model.version >= asked.version && !model.rebuild) {
       asked.switchedAt = Date.now();
       say(outcome, 'ok', `Switched: version ${model.version} is live, ${duration(asked.switchedAt - asked.askedAt)} after the request.`);
     }
+    // One rebuild at a time: the button waits for the switch.
+    button.disabled = Boolean(model.rebuild) || Boolean(asked && !asked.switchedAt);
   };
   return { el, update };
 }

@@ -62,6 +62,7 @@ export function outcomeText(outcome) {
     case 'rejected': return 'reservation rejected';
     case 'cancellation_completed': return 'reservation cancelled';
     case 'skipped': return `skipped by ${outcome.by}`;
+    case 'deadline_fired': return 'no answer before the payment deadline: the charge is recorded as failed';
     default: return outcome.kind || JSON.stringify(outcome);
   }
 }
@@ -135,6 +136,16 @@ export function stepsOf(timeline) {
         step.outcome = d.outcome;
         step.end = entry.at;
         step.positions.push(entry.position);
+        break;
+      }
+      case 'DeadlineFired': {
+        // The charge waited for an answer until the deadline: that ends the step.
+        const step = [...steps].reverse().find((s) => s.step === 'charge' && !s.outcome);
+        if (step) {
+          step.outcome = { kind: 'deadline_fired' };
+          step.end = entry.at;
+          step.positions.push(entry.position);
+        }
         break;
       }
       case 'SagaParked': {
@@ -337,6 +348,7 @@ function showSteps(where, saga, correlated) {
     let state;
     if (step.outcome) state = outcomeText(step.outcome);
     else if (step.parked) state = h('strong', { class: 'ops-error' }, 'parked (its error is above)');
+    else if (saga.status === 'completed' || saga.status === 'compensated') state = h('em', {}, 'never finished');
     else state = h('em', {}, 'under way');
     const began = h('span', { class: 'ops-when', title: step.begin }, `+${duration(between(start, step.begin))}`);
     const took = h('span', { class: 'ops-when muted' }, step.end ? `took ${duration(between(step.begin, step.end))}` : 'not done');

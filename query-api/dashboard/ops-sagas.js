@@ -73,6 +73,8 @@ export function render(view, params, ctx) {
       page = await getJson(`/v1/admin/sagas?${query}`, { signal: ctx.signal });
     } catch (err) {
       if (ctx.signal.aborted || mine !== reads) return;
+      // A live refresh that outran the read model reads what the model has now; the next event catches up.
+      if (minPosition && err.code === 'projection_behind') return load();
       table.replaceChildren();
       problemIn(table, err);
       return;
