@@ -159,6 +159,42 @@ function mergeNewestFirst(current, page, key) {
   return [...page, ...kept];
 }
 
+/**
+ * The reservations of one `/v1/me/…` list, newest first: the first page read again at a position (a
+ * live change), older pages on demand. `draw(problem)` shows `items`; `cursor` is the next older page.
+ */
+function reservationPages(path, signal, draw) {
+  const pages = {
+    items: [],
+    cursor: null,
+    async readNewest(position) {
+      try {
+        const page = await getJson(withQuery(path, { limit: PAGE, min_position: position, wait_ms: position ? 10000 : null }), { signal });
+        if (pages.items.length === 0 || !pages.cursor) pages.cursor = page.next_cursor;
+        pages.items = mergeNewestFirst(pages.items, page.items || [], (r) => r.reservation_id);
+        draw(null);
+      } catch (err) {
+        if (!signal.aborted) draw(Problem.from(err));
+      }
+    },
+    async readOlder(button) {
+      button.disabled = true;
+      try {
+        const page = await getJson(withQuery(path, { limit: PAGE, cursor: pages.cursor }), { signal });
+        pages.cursor = page.next_cursor;
+        const have = new Set(pages.items.map((r) => r.reservation_id));
+        pages.items = [...pages.items, ...(page.items || []).filter((r) => !have.has(r.reservation_id))];
+        draw(null);
+      } catch (err) {
+        if (!signal.aborted) draw(Problem.from(err));
+      } finally {
+        button.disabled = false;
+      }
+    },
+  };
+  return pages;
+}
+
 async function renderGuest(view, ctx, indicator) {
   const { signal } = ctx;
   const names = roomNames(signal);
@@ -167,8 +203,7 @@ async function renderGuest(view, ctx, indicator) {
   const notesList = h('ul', { class: 'notes', 'aria-label': 'My notifications' });
   const notesSection = h('section', { class: 'panel', 'aria-labelledby': 'notes-title' });
   const more = h('button', { type: 'button', class: 'button', hidden: true }, 'Show older reservations');
-  let reservations = [];
-  let nextCursor = null;
+  const pages = reservationPages('/v1/me/reservations', signal, (problem) => drawReservations(problem));
   let notes = [];
 
   const resKeyed = keyedList(resList, (r) => r.reservation_id, (r) => reservationCard(r, names.known.get(r.room_id), { signal }));
@@ -177,20 +212,20 @@ async function renderGuest(view, ctx, indicator) {
   );
 
   function drawReservations(problem) {
-    replace(resSection, h('h2', { id: 'res-title' }, 'My reservations ', h('span', { class: 'count' }, String(reservations.length) + (nextCursor ? '+' : ''))));
+    replace(resSection, h('h2', { id: 'res-title' }, 'My reservations ', h('span', { class: 'count' }, String(pages.items.length) + (pages.cursor ? '+' : ''))));
     if (problem) resSection.appendChild(problemBox(problem));
-    if (reservations.length === 0 && !problem) {
+    if (pages.items.length === 0 && !problem) {
       resSection.appendChild(empty('No reservations yet. Pick a room on the ', h('a', { href: '#/' }, 'rooms screen'), ' and reserve it through the API (POST /v1/reservations).'));
       return;
     }
     resSection.append(resList, more);
-    resKeyed.draw(reservations);
-    more.hidden = !nextCursor;
+    resKeyed.draw(pages.items);
+    more.hidden = !pages.cursor;
     // Room names come after the first draw; fill them in as they arrive.
-    for (const r of reservations) {
+    for (const r of pages.items) {
       if (!names.known.has(r.room_id)) {
         names.name(r.room_id).then((name) => {
-          if (name && !signal.aborted) resKeyed.rebuild(r.reservation_id, reservations.find((x) => x.reservation_id === r.reservation_id) || r);
+          if (name && !signal.aborted) resKeyed.rebuild(r.reservation_id, pages.items.find((x) => x.reservation_id === r.reservation_id) || r);
         });
       }
     }
@@ -206,16 +241,8 @@ async function renderGuest(view, ctx, indicator) {
     }
   }
 
-  async function readReservations(position) {
-    try {
-      const page = await getJson(withQuery('/v1/me/reservations', { limit: PAGE, min_position: position, wait_ms: position ? 10000 : null }), { signal });
-      if (reservations.length === 0 || !nextCursor) nextCursor = page.next_cursor;
-      reservations = mergeNewestFirst(reservations, page.items || [], (r) => r.reservation_id);
-      drawReservations(null);
-    } catch (err) {
-      if (!signal.aborted) drawReservations(Problem.from(err));
-    }
-  }
+  const readReservations = (position) => pages.readNewest(position);
+  more.addEventListener('click', () => pages.readOlder(more));
 
   async function readNotes(position) {
     try {
@@ -227,21 +254,6 @@ async function renderGuest(view, ctx, indicator) {
     }
   }
 
-  more.addEventListener('click', async () => {
-    more.disabled = true;
-    try {
-      const page = await getJson(withQuery('/v1/me/reservations', { limit: PAGE, cursor: nextCursor }), { signal });
-      nextCursor = page.next_cursor;
-      const have = new Set(reservations.map((r) => r.reservation_id));
-      reservations = [...reservations, ...(page.items || []).filter((r) => !have.has(r.reservation_id))];
-      drawReservations(null);
-    } catch (err) {
-      if (!signal.aborted) drawReservations(Problem.from(err));
-    } finally {
-      more.disabled = false;
-    }
-  });
-
   view.append(h('div', { class: 'two-cols' }, h('div', null, resSection), h('div', null, notesSection)));
   replace(resSection, loading('Loading your reservations…'));
   replace(notesSection, loading('Loading your notifications…'));
@@ -251,9 +263,9 @@ async function renderGuest(view, ctx, indicator) {
   if (signal.aborted) return;
   if (first.problem) drawReservations(first.problem);
   else {
-    reservations = first.items || [];
-    nextCursor = first.next_cursor;
-    await Promise.all([...new Set(reservations.map((r) => r.room_id))].map((id) => names.name(id)));
+    pages.items = first.items || [];
+    pages.cursor = first.next_cursor;
+    await Promise.all([...new Set(pages.items.map((r) => r.room_id))].map((id) => names.name(id)));
     if (signal.aborted) return;
     drawReservations(null);
   }
@@ -273,8 +285,7 @@ async function renderHost(view, ctx, indicator) {
   const resSection = h('section', { class: 'section', 'aria-labelledby': 'hres-title' });
   const more = h('button', { type: 'button', class: 'button', hidden: true }, 'Show older reservations');
   let rooms = [];
-  let reservations = [];
-  let nextCursor = null;
+  const pages = reservationPages('/v1/me/rooms/reservations', signal, (problem) => drawReservations(problem));
   const names = new Map();
 
   const roomsKeyed = keyedList(roomsGrid, (r) => r.room_id, (r) => h('li', null, roomCard(r, { headingLevel: 'h3' })));
@@ -291,13 +302,13 @@ async function renderHost(view, ctx, indicator) {
   }
 
   function drawReservations(problem) {
-    replace(resSection, h('h2', { id: 'hres-title' }, 'Reservations of my rooms ', h('span', { class: 'count' }, String(reservations.length) + (nextCursor ? '+' : ''))));
+    replace(resSection, h('h2', { id: 'hres-title' }, 'Reservations of my rooms ', h('span', { class: 'count' }, String(pages.items.length) + (pages.cursor ? '+' : ''))));
     if (problem) resSection.appendChild(problemBox(problem));
-    else if (reservations.length === 0) resSection.appendChild(empty('No reservations of your rooms yet.'));
+    else if (pages.items.length === 0) resSection.appendChild(empty('No reservations of your rooms yet.'));
     else {
       resSection.append(resList, more);
-      resKeyed.draw(reservations);
-      more.hidden = !nextCursor;
+      resKeyed.draw(pages.items);
+      more.hidden = !pages.cursor;
     }
   }
 
@@ -312,31 +323,8 @@ async function renderHost(view, ctx, indicator) {
     }
   }
 
-  async function readReservations(position) {
-    try {
-      const page = await getJson(withQuery('/v1/me/rooms/reservations', { limit: PAGE, min_position: position, wait_ms: position ? 10000 : null }), { signal });
-      if (reservations.length === 0 || !nextCursor) nextCursor = page.next_cursor;
-      reservations = mergeNewestFirst(reservations, page.items || [], (r) => r.reservation_id);
-      drawReservations(null);
-    } catch (err) {
-      if (!signal.aborted) drawReservations(Problem.from(err));
-    }
-  }
-
-  more.addEventListener('click', async () => {
-    more.disabled = true;
-    try {
-      const page = await getJson(withQuery('/v1/me/rooms/reservations', { limit: PAGE, cursor: nextCursor }), { signal });
-      nextCursor = page.next_cursor;
-      const have = new Set(reservations.map((r) => r.reservation_id));
-      reservations = [...reservations, ...(page.items || []).filter((r) => !have.has(r.reservation_id))];
-      drawReservations(null);
-    } catch (err) {
-      if (!signal.aborted) drawReservations(Problem.from(err));
-    } finally {
-      more.disabled = false;
-    }
-  });
+  const readReservations = (position) => pages.readNewest(position);
+  more.addEventListener('click', () => pages.readOlder(more));
 
   view.append(roomsSection, resSection);
   replace(roomsSection, loading('Loading your rooms…'));

@@ -4,10 +4,8 @@ use axum::extract::State;
 use axum::Json;
 use stay_http::auth::{Caller, Hosts};
 use stay_http::{ApiError, Problem, QueryParams};
-use stay_projections::queries::reservations;
-use stay_store::Position;
 
-use crate::reservations::{ReservationList, ReservationView, ReservationWindow};
+use crate::reservations::{reservation_page, ReservationList, ReservationWindow, Whose};
 use crate::wait::Freshness;
 use crate::QueryState;
 
@@ -29,13 +27,5 @@ pub async fn host_reservations(
     QueryParams(window): QueryParams<ReservationWindow>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
-    let before = match window.cursor.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(text.parse::<Position>().map_err(|_| ApiError::invalid_cursor())?),
-    };
-    let version = state.read_at("reservations", &freshness).await?.version;
-    let limit = window.limit.unwrap_or(100).clamp(1, 1000);
-    let page = reservations::of_host(&state.db, version, caller.principal.user.as_str(), before, limit).await?;
-    let items = page.rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
-    Ok(Json(ReservationList { items, next_cursor: page.next.map(|position| position.to_string()) }))
+    reservation_page(&state, Whose::Host, caller.principal.user.as_str(), &window, &freshness).await
 }

@@ -131,23 +131,23 @@ pub struct Limit {
     limit: Option<i64>,
 }
 
-/// `?limit&cursor` of a guest's reservations.
+/// `?limit&cursor` of a list of reservations (a guest's, or those of a host's rooms).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReservationWindow {
     /// At most this many (default 100; below 1 counts as 1, above 1000 as 1000).
-    pub(crate) limit: Option<i64>,
+    limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(pattern = "^([0-9]+(-[0-9]+)?)?$")]
-    pub(crate) cursor: Option<String>,
+    cursor: Option<String>,
 }
 
-/// A page of a guest's reservations.
+/// A page of reservations.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationList {
-    pub(crate) items: Vec<ReservationView>,
+    items: Vec<ReservationView>,
     /// The `cursor` of the next page; `null` on the last.
-    pub(crate) next_cursor: Option<String>,
+    next_cursor: Option<String>,
 }
 
 /// The caller's reservations, newest first, one page at a time (guests).
@@ -168,13 +168,36 @@ pub async fn my_reservations(
     QueryParams(window): QueryParams<ReservationWindow>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
+    reservation_page(&state, Whose::Guest, caller.principal.user.as_str(), &window, &freshness).await
+}
+
+/// Whose reservations a `/v1/me/…` list pages through.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Whose {
+    /// The ones the user made.
+    Guest,
+    /// The ones made for the user's rooms.
+    Host,
+}
+
+/// One page of `user`'s reservations (as guest or as host), newest first.
+pub(crate) async fn reservation_page(
+    state: &QueryState,
+    whose: Whose,
+    user: &str,
+    window: &ReservationWindow,
+    freshness: &Freshness,
+) -> Result<Json<ReservationList>, ApiError> {
     let before = match window.cursor.as_deref() {
         None | Some("") => None,
         Some(text) => Some(text.parse::<Position>().map_err(|_| ApiError::invalid_cursor())?),
     };
-    let version = state.read_at("reservations", &freshness).await?.version;
+    let version = state.read_at("reservations", freshness).await?.version;
     let limit = window.limit.unwrap_or(100).clamp(1, 1000);
-    let page = reservations::of_guest(&state.db, version, caller.principal.user.as_str(), before, limit).await?;
+    let page = match whose {
+        Whose::Guest => reservations::of_guest(&state.db, version, user, before, limit).await?,
+        Whose::Host => reservations::of_host(&state.db, version, user, before, limit).await?,
+    };
     let items = page.rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(ReservationList { items, next_cursor: page.next.map(|position| position.to_string()) }))
 }
