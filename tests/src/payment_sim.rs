@@ -33,6 +33,25 @@ impl PaymentSim {
         format!("http://{}", self.listen)
     }
 
+    /// `stay serve` flags that use this simulator and park a saga soon after it goes away: short
+    /// provider calls, a breaker that never opens, three failed tries of a step and short waits.
+    pub fn parking_serve_args(&self) -> Vec<String> {
+        [
+            "--payment-provider",
+            &self.url(),
+            "--payment-call-timeout",
+            "500ms",
+            "--payment-breaker-threshold",
+            "1000",
+            "--saga-max-step-failures",
+            "3",
+            "--saga-retry-base",
+            "50ms",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     /// Kills it at once (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

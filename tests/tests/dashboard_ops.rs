@@ -114,19 +114,8 @@ fn status_of(saga: &Value) -> &str {
 async fn an_admin_retries_a_parked_saga_from_its_timeline_and_sees_it_finish() {
     // The refund of a cancellation parks while the (HTTP) payment provider is gone.
     let mut sim = PaymentSim::start();
-    let provider = sim.url();
-    let args = [
-        "--payment-provider",
-        &provider,
-        "--payment-call-timeout",
-        "500ms",
-        "--payment-breaker-threshold",
-        "1000",
-        "--saga-max-step-failures",
-        "3",
-        "--saga-retry-base",
-        "50ms",
-    ];
+    let args = sim.parking_serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut desk = Desk::start(&args).await;
     let id = desk.reserve("tok_visa", "confirmed").await;
     sim.kill();

@@ -286,19 +286,8 @@ async fn cancelling_refunds_a_confirmed_stay_and_voids_an_unanswered_charge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_provider_path_recovers_and_a_parked_saga_is_resumed_by_an_operator() {
     let mut sim = PaymentSim::start();
-    let provider = sim.url();
-    let args = [
-        "--payment-provider",
-        &provider,
-        "--payment-call-timeout",
-        "500ms",
-        "--payment-breaker-threshold",
-        "1000",
-        "--saga-max-step-failures",
-        "3",
-        "--saga-retry-base",
-        "50ms",
-    ];
+    let args = sim.parking_serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut tour = Tour::start(Backend::Sqlite, &args).await;
 
     // Over HTTP: a provider error is retried until the provider heals.
