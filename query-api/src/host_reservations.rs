@@ -5,7 +5,9 @@ use axum::Json;
 use stay_http::auth::{Caller, Hosts};
 use stay_http::{ApiError, Problem, QueryParams};
 
-use crate::reservations::{reservation_page, ReservationList, ReservationWindow, Whose};
+use stay_projections::queries::reservations::Party;
+
+use crate::reservations::{reservation_page, ReservationList, ReservationWindow};
 use crate::wait::Freshness;
 use crate::QueryState;
 
@@ -27,5 +29,5 @@ pub async fn host_reservations(
     QueryParams(window): QueryParams<ReservationWindow>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
-    reservation_page(&state, Whose::Host, caller.principal.user.as_str(), &window, &freshness).await
+    reservation_page(&state, Party::Host, caller.principal.user.as_str(), &window, &freshness).await
 }

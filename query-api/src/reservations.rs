@@ -12,7 +12,7 @@ use stay_http::QueryParams;
 use stay_http::{ApiError, Problem, Role};
 use stay_http::{IdPath, MoneyBody};
 use stay_projections::queries::notifications;
-use stay_projections::queries::reservations::{self, ReservationRow};
+use stay_projections::queries::reservations::{self, Party, ReservationRow};
 use stay_store::{Position, StoreError};
 use utoipa::{IntoParams, ToSchema};
 
@@ -168,22 +168,13 @@ pub async fn my_reservations(
     QueryParams(window): QueryParams<ReservationWindow>,
     QueryParams(freshness): QueryParams<Freshness>,
 ) -> Result<Json<ReservationList>, ApiError> {
-    reservation_page(&state, Whose::Guest, caller.principal.user.as_str(), &window, &freshness).await
-}
-
-/// Whose reservations a `/v1/me/…` list pages through.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Whose {
-    /// The ones the user made.
-    Guest,
-    /// The ones made for the user's rooms.
-    Host,
+    reservation_page(&state, Party::Guest, caller.principal.user.as_str(), &window, &freshness).await
 }
 
 /// One page of `user`'s reservations (as guest or as host), newest first.
 pub(crate) async fn reservation_page(
     state: &QueryState,
-    whose: Whose,
+    party: Party,
     user: &str,
     window: &ReservationWindow,
     freshness: &Freshness,
@@ -194,10 +185,7 @@ pub(crate) async fn reservation_page(
     };
     let version = state.read_at("reservations", freshness).await?.version;
     let limit = window.limit.unwrap_or(100).clamp(1, 1000);
-    let page = match whose {
-        Whose::Guest => reservations::of_guest(&state.db, version, user, before, limit).await?,
-        Whose::Host => reservations::of_host(&state.db, version, user, before, limit).await?,
-    };
+    let page = reservations::of_party(&state.db, version, party, user, before, limit).await?;
     let items = page.rows.into_iter().map(ReservationView::try_from).collect::<Result<_, _>>()?;
     Ok(Json(ReservationList { items, next_cursor: page.next.map(|position| position.to_string()) }))
 }

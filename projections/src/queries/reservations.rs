@@ -90,44 +90,21 @@ pub async fn reservation(db: &SqlDatabase, v: i64, reservation_id: &str) -> Resu
 
 /// One page of a guest's (or a host's) reservations, newest first.
 #[derive(Clone, Debug, PartialEq)]
-pub struct GuestPage {
+pub struct ReservationPage {
     /// The reservations.
     pub rows: Vec<ReservationRow>,
     /// Where the next page starts (the creation position of a full page's last reservation).
     pub next: Option<Position>,
 }
 
-/// At most `limit` of `guest_id`'s reservations in version `v`, newest first, created before
-/// `before` (or the newest, without it), in one statement that the model's `(guest_id, created
-/// position)` index answers. The cursor is the creation position of the page's last reservation,
-/// so paging never repeats or skips one, even while new ones arrive at the top.
-pub async fn of_guest(
-    db: &SqlDatabase,
-    v: i64,
-    guest_id: &str,
-    before: Option<Position>,
-    limit: i64,
-) -> Result<GuestPage, StoreError> {
-    page_of(db, v, Party::Guest, guest_id, before, limit).await
-}
-
-/// At most `limit` reservations of `host_id`'s rooms in version `v`, newest first, paged as
-/// [`of_guest`] pages. The model's `host_id` index finds them; they are sorted by creation
-/// position (a host's reservations are as many as their rooms were booked, not the whole table).
-pub async fn of_host(
-    db: &SqlDatabase,
-    v: i64,
-    host_id: &str,
-    before: Option<Position>,
-    limit: i64,
-) -> Result<GuestPage, StoreError> {
-    page_of(db, v, Party::Host, host_id, before, limit).await
-}
-
 /// Whose reservations a page lists.
-#[derive(Clone, Copy, Debug)]
-enum Party {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Party {
+    /// The ones a guest made; the model's `(guest_id, created position)` index answers the page.
     Guest,
+    /// The ones made for a host's rooms; the model's `host_id` index finds them, then they are
+    /// sorted by creation position (a host's reservations are as many as their rooms were booked,
+    /// not the whole table).
     Host,
 }
 
@@ -140,14 +117,18 @@ impl Party {
     }
 }
 
-async fn page_of(
+/// At most `limit` of `user_id`'s reservations (as `party`) in version `v`, newest first, created
+/// before `before` (or the newest, without it), in one statement. The cursor is the creation
+/// position of the page's last reservation, so paging never repeats or skips one, even while new
+/// ones arrive at the top.
+pub async fn of_party(
     db: &SqlDatabase,
     v: i64,
     party: Party,
     user_id: &str,
     before: Option<Position>,
     limit: i64,
-) -> Result<GuestPage, StoreError> {
+) -> Result<ReservationPage, StoreError> {
     let t = reservations::table(v);
     let who = party.column();
     let columns = format!("{COLUMNS}, created_position_major, created_position_minor");
@@ -174,7 +155,7 @@ async fn page_of(
         _ => None,
     };
     let rows = rows.iter().map(ReservationRow::read).collect::<Result<_, _>>()?;
-    Ok(GuestPage { rows, next })
+    Ok(ReservationPage { rows, next })
 }
 
 /// A position part as the model stores it (a signed 64-bit integer).
