@@ -18,16 +18,23 @@ mod memory;
 mod migrate;
 mod output;
 mod payment_sim;
+mod probe;
 mod projections;
+mod readiness;
 mod saga;
 mod seed;
 mod serve;
 mod settings;
 mod token;
 
+/// The two settings every command reads outside its flags.
+const LOGGING_HELP: &str = "Logging (every command):
+  STAY_LOG         which logs to write, as a tracing filter such as `info` or `warn,stay_saga=debug` [env: STAY_LOG=]
+  STAY_LOG_FORMAT  `json` for one JSON object per line, for log collectors [env: STAY_LOG_FORMAT=]";
+
 /// Stay, an event-sourced accommodation-reservation platform.
 #[derive(Debug, Parser)]
-#[command(name = "stay", version, about, long_about = None)]
+#[command(name = "stay", version, about, long_about = None, after_help = LOGGING_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,6 +58,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Generate load and measure it (the figures in docs/benchmarks.md).
     Load(load::LoadArgs),
+    /// Ask a running Stay whether it is alive (/healthz) or ready (--path /readyz): exit 0 or 1, for health checks.
+    Probe(probe::ProbeArgs),
     /// Serve the payment simulator over HTTP (card tokens decide the outcome).
     PaymentSim(payment_sim::PaymentSimArgs),
     /// Write the whole event log as JSON Lines with a closing digest (works beside a running server).
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Load(args) => load::run(args).await,
             Command::PaymentSim(args) => payment_sim::run(args).await,
+            Command::Probe(args) => probe::run(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Import(args) => import::run(args).await,
         }

@@ -15,8 +15,7 @@ use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use stay_command_api::{CommandApi, CommandConfig, IdempotencyStore, PaymentsGate};
 use stay_domain::{BookingHorizon, Clock};
-use stay_http::service::{self, Readiness, ServiceConfig};
-use stay_http::JwtKeys;
+use stay_http::service::{self, Readiness, RoleReadiness, ServiceConfig};
 use stay_projections::runner::initialize;
 use stay_projections::{Projector, RunnerConfig};
 use stay_query_api::QueryState;
@@ -33,6 +32,7 @@ use stay_store::{EventStore, Executor, ExecutorConfig, Executors, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::readiness::{publish_held_back, CommandsReady, ProjectorReady, QueriesReady, SagaReady};
 use crate::settings::{component_migrations, SecretArgs, StoreArgs};
 
 /// Which parts of Stay this process runs.
@@ -76,6 +76,11 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     secret: SecretArgs,
+
+    /// While rotating the token secret: the secret being replaced. Tokens signed with it are still
+    /// accepted (new ones are signed with --jwt-secret); drop it once they have expired.
+    #[arg(long, env = "STAY_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    jwt_previous_secret: Option<String>,
 
     /// Address to listen on (port 0 picks a free port; the address chosen is printed).
     #[arg(long, env = "STAY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -229,6 +234,8 @@ pub struct Application {
     /// The command side's keys (when this process takes commands): their heartbeat, and the
     /// purge of answers older than the retention.
     idempotency: Option<(IdempotencyStore, Duration)>,
+    /// The store whose feed's hold-back this process reports (`stay_feed_held_back_events`).
+    feed: Option<EventStore>,
 }
 
 impl Application {
@@ -247,12 +254,16 @@ impl Application {
             }
         }
         anyhow::ensure!(args.max_token_lifetime.as_secs() > 0, "--max-token-lifetime must be at least one second");
-        let keys = JwtKeys::new(&args.secret.secret(&args.store.data_dir)?).with_max_lifetime(args.max_token_lifetime);
+        let keys = args
+            .secret
+            .keys(&args.store.data_dir, args.jwt_previous_secret.as_deref())?
+            .with_max_lifetime(args.max_token_lifetime);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let executors = Arc::new(Executors::new(&store, clock.clone(), ExecutorConfig::default()));
         let (provider, circuit) = payment_provider(&args.saga, &args.store.data_dir, args.role.runs_saga())?;
 
         let mut v1 = Vec::new();
+        let mut roles: Vec<Arc<dyn RoleReadiness>> = Vec::new();
         let mut saga = None;
         if args.role.runs_saga() {
             let schedule = Schedule::new(read_db.clone());
@@ -276,6 +287,7 @@ impl Application {
                 args.saga.saga_concurrency,
                 lease,
             );
+            roles.push(Arc::new(SagaReady { schedule: schedule.clone(), circuit: circuit.clone() }));
             let admin =
                 AdminState { schedule, sagas, store: store.clone(), waker: worker.waker(), clock: clock.clone() };
             v1.push(stay_saga::admin::router(admin, keys.clone()));
@@ -295,7 +307,11 @@ impl Application {
             .role
             .runs_projector()
             .then(|| Arc::new(Projector::new(store.clone(), read_db.clone(), models.clone(), RunnerConfig::default())));
+        if let Some(projector) = &projector {
+            roles.push(Arc::new(ProjectorReady(projector.clone())));
+        }
         if args.role.runs_queries() {
+            roles.push(Arc::new(QueriesReady { db: read_db.clone(), models: models.clone() }));
             let mut state = QueryState::new(store.clone(), read_db.clone(), models, keys.clone());
             if let Some(projector) = &projector {
                 state = state.woken_by(projector.committed());
@@ -317,6 +333,7 @@ impl Application {
                 tracing::warn!(error = %err, "cannot write this process's idempotency heartbeat yet");
             }
             kept_keys = Some((idempotency.clone(), args.idempotency_retention));
+            roles.push(Arc::new(CommandsReady(idempotency.clone())));
             let config = CommandConfig { keys, idempotency, max_body_bytes: args.max_body_bytes };
             let mut api = CommandApi::new(executors.clone(), clock).with_booking_horizon(args.booking_horizon);
             if args.role.runs_saga() {
@@ -326,7 +343,7 @@ impl Application {
         }
         let service = ServiceConfig {
             max_in_flight: args.max_in_flight,
-            readiness: Readiness { store, sql: Some((read_db, migrations)) },
+            readiness: Readiness { store: store.clone(), sql: Some((read_db, migrations)), roles },
             render_metrics: Arc::new(move || {
                 crate::memory::record_allocator_gauges();
                 metrics.render()
@@ -336,7 +353,9 @@ impl Application {
         let (router, _openapi) = service::assemble(v1, service);
         let listener =
             TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
-        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector, idempotency: kept_keys })
+        // The process that reads the feed for the read models watches how much of it is held back.
+        let feed = projector.as_ref().map(|_| store);
+        Ok(Self { listener, router, grace: args.shutdown_grace, saga, projector, idempotency: kept_keys, feed })
     }
 
     /// The address it listens on.
@@ -355,6 +374,7 @@ impl Application {
             let keys = keys.clone();
             tokio::spawn(async move { keys.keep_alive(served_rx).await })
         });
+        let held_back = self.feed.map(|store| tokio::spawn(publish_held_back(store, stopping_rx.clone())));
         let purge = self
             .idempotency
             .map(|(keys, retention)| tokio::spawn(purge_idempotency_keys(keys, retention, stopping_rx.clone())));
@@ -386,6 +406,9 @@ impl Application {
             }
             if let Some(purge) = purge {
                 let _ = purge.await;
+            }
+            if let Some(held_back) = held_back {
+                let _ = held_back.await;
             }
             anyhow::Ok(())
         };

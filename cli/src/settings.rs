@@ -64,6 +64,22 @@ pub struct SecretArgs {
 }
 
 impl SecretArgs {
+    /// The keys that sign and check tokens: the secret (see [`Self::secret`]), and `previous`
+    /// (still accepted, never used to sign) while a rotation is under way.
+    pub fn keys(&self, data_dir: &Path, previous: Option<&str>) -> anyhow::Result<stay_http::JwtKeys> {
+        let keys = stay_http::JwtKeys::new(&self.secret(data_dir)?);
+        match previous {
+            None => Ok(keys),
+            Some(previous) => {
+                anyhow::ensure!(
+                    !previous.trim().is_empty(),
+                    "--jwt-previous-secret (STAY_JWT_PREVIOUS_SECRET) must not be empty; unset it instead"
+                );
+                Ok(keys.with_previous_secret(&SecretString::from(previous.to_owned())))
+            }
+        }
+    }
+
     /// The configured secret, or the one in `data_dir` (generated on first use).
     pub fn secret(&self, data_dir: &Path) -> anyhow::Result<SecretString> {
         if let Some(secret) = &self.jwt_secret {

@@ -176,6 +176,21 @@ impl IdempotencyStore {
         Ok(())
     }
 
+    /// How long ago this process's heartbeat was last written, as the database has it (`None`
+    /// when it has no row: not written yet, or retired at a stop).
+    pub async fn heartbeat_age(&self) -> Result<Option<Duration>, StoreError> {
+        let rows = self
+            .db
+            .rows(
+                "SELECT heartbeat_at_ms FROM command_api_processes WHERE process_id = $1",
+                &[self.process_id.as_str().into()],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let age_ms = now_ms().saturating_sub(row.int("heartbeat_at_ms")?).max(0);
+        Ok(Some(Duration::from_millis(age_ms as u64)))
+    }
+
     /// Beats every [`HEARTBEAT_EVERY`] until `done` turns true, then says this process is gone,
     /// so its claims (none should be left) are free at once. Rows of processes long silent are
     /// forgotten on the way.

@@ -117,6 +117,8 @@ const LEEWAY_SECS: u64 = 5;
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The secret before the last rotation, still accepted (never used to sign) until it is dropped.
+    previous: Option<DecodingKey>,
     validation: Validation,
     max_lifetime: Duration,
 }
@@ -138,6 +140,7 @@ impl JwtKeys {
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
+            previous: None,
             validation,
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
@@ -146,6 +149,13 @@ impl JwtKeys {
     /// The same keys, refusing tokens that live longer than `max_lifetime`.
     pub fn with_max_lifetime(self, max_lifetime: Duration) -> Self {
         Self { max_lifetime, ..self }
+    }
+
+    /// The same keys, also accepting tokens signed with `previous`: the secret being rotated out.
+    /// Tokens are always signed with the current secret; once every token signed with the old one
+    /// has expired (at most the maximum lifetime after the rotation), drop it.
+    pub fn with_previous_secret(self, previous: &SecretString) -> Self {
+        Self { previous: Some(DecodingKey::from_secret(previous.expose_secret().as_bytes())), ..self }
     }
 
     /// The longest a token may live.
@@ -169,7 +179,13 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         // `jsonwebtoken` checks `exp` and `nbf`; `iat` and the lifetime are checked below.
         let now_unix = jsonwebtoken::get_current_timestamp();
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation);
+        if let (Err(err), Some(previous)) = (&decoded, &self.previous) {
+            if *err.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature {
+                decoded = jsonwebtoken::decode::<Claims>(token, previous, &self.validation);
+            }
+        }
+        let data = decoded.map_err(|err| {
             use jsonwebtoken::errors::ErrorKind;
             let why = match err.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired",
@@ -319,6 +335,21 @@ mod tests {
     fn a_token_signed_with_another_secret_is_refused() {
         let token = keys("one secret").sign(&UserId::new("u").unwrap(), Role::Guest, Duration::from_secs(60), now());
         assert_eq!(keys("another secret").verify(&token.unwrap()).unwrap_err().code(), "unauthenticated");
+    }
+
+    #[test]
+    fn during_a_rotation_tokens_of_the_previous_secret_are_accepted_and_new_ones_use_the_current() {
+        let user = UserId::new("u").unwrap();
+        let old = keys("the old secret").sign(&user, Role::Guest, Duration::from_secs(60), now()).unwrap();
+        let rotated = keys("the new secret").with_previous_secret(&SecretString::from("the old secret".to_owned()));
+        assert_eq!(rotated.verify(&old).unwrap().user, user, "a token signed before the rotation still works");
+        let new = rotated.sign(&user, Role::Guest, Duration::from_secs(60), now()).unwrap();
+        assert_eq!(keys("the new secret").verify(&new).unwrap().user, user, "signed with the current secret");
+        assert!(keys("the old secret").verify(&new).is_err(), "not with the previous one");
+        let other = keys("a third secret").sign(&user, Role::Guest, Duration::from_secs(60), now()).unwrap();
+        assert_eq!(rotated.verify(&other).unwrap_err().code(), "unauthenticated", "no other secret is");
+        let expired = keys("the old secret").sign(&user, Role::Guest, Duration::from_secs(60), now() - 3600).unwrap();
+        assert_eq!(rotated.verify(&expired).unwrap_err().status(), 401, "an old token is still checked in full");
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub(crate) struct Check {
     name: String,
     ok: bool,
     detail: String,
+    /// Structured detail, for the checks that have it (the projector's leases and lag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    report: Option<serde_json::Value>,
+}
+
+impl Check {
+    fn new(name: &str, ok: bool, detail: impl Into<String>) -> Self {
+        Self { name: name.to_owned(), ok, detail: detail.into(), report: None }
+    }
 }
 
 /// `/readyz`'s answer.
@@ -49,7 +59,8 @@ pub(crate) struct Ready {
     checks: Vec<Check>,
 }
 
-/// Readiness: the store is reachable and every migration is applied.
+/// Readiness: the store is reachable, every migration is applied, and each role this process runs
+/// is ready (its own checks: see the roles' `RoleReadiness`). A role's lag is detail, never a reason.
 #[utoipa::path(get, path = "/readyz", tag = "service", responses(
     (status = 200, description = "Ready", body = Ready),
     (status = 503, description = "Not ready; the failing checks say why", body = Ready),
@@ -59,9 +70,9 @@ pub(crate) async fn readyz(State(ops): State<OpsState>) -> (StatusCode, Json<Rea
     let mut checks = Vec::new();
     let store = tokio::time::timeout(PROBE_TIMEOUT, ops.readiness.store.head()).await;
     checks.push(match store {
-        Ok(Ok(head)) => Check { name: "store".into(), ok: true, detail: format!("head at {head}") },
-        Ok(Err(err)) => Check { name: "store".into(), ok: false, detail: err.to_string() },
-        Err(_) => Check { name: "store".into(), ok: false, detail: "no answer within 2 s".into() },
+        Ok(Ok(head)) => Check::new("store", true, format!("head at {head}")),
+        Ok(Err(err)) => Check::new("store", false, err.to_string()),
+        Err(_) => Check::new("store", false, "no answer within 2 s"),
     });
     let mut pending = match ops.readiness.store.pending_migrations().await {
         Ok(pending) => pending.into_iter().map(str::to_owned).collect(),
@@ -76,10 +87,18 @@ pub(crate) async fn readyz(State(ops): State<OpsState>) -> (StatusCode, Json<Rea
         }
     }
     checks.push(if pending.is_empty() {
-        Check { name: "migrations".into(), ok: true, detail: "all applied".into() }
+        Check::new("migrations", true, "all applied")
     } else {
-        Check { name: "migrations".into(), ok: false, detail: format!("pending: {}", pending.join(", ")) }
+        Check::new("migrations", false, format!("pending: {}", pending.join(", ")))
     });
+    for role in &ops.readiness.roles {
+        checks.push(match tokio::time::timeout(PROBE_TIMEOUT, role.check()).await {
+            Ok(found) => {
+                Check { name: role.name().to_owned(), ok: found.ok, detail: found.detail, report: found.report }
+            }
+            Err(_) => Check::new(role.name(), false, "no answer within 2 s"),
+        });
+    }
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Ready { ready, checks }))

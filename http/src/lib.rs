@@ -34,4 +34,4 @@ pub use money::{MoneyBody, PriceBody};
 pub use path::{IdPath, NotFoundCode};
 pub use problem::{ApiError, FieldError, Problem, PROBLEM_JSON};
 pub use query::QueryParams;
-pub use service::{assemble, Readiness, RenderMetrics, ServiceConfig};
+pub use service::{assemble, Readiness, RenderMetrics, RoleCheck, RoleReadiness, ServiceConfig};

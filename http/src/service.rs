@@ -40,13 +40,36 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Renders the process's metrics as Prometheus text.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// What `/readyz` checks: the store answers and every schema is up to date.
+/// What `/readyz` checks: the store answers, every schema is up to date, and each role this
+/// process runs is ready to serve.
 #[derive(Clone, Debug)]
 pub struct Readiness {
     /// The event store.
     pub store: EventStore,
     /// The SQL database beside it, and the components' migrations it must have.
     pub sql: Option<(SqlDatabase, Vec<MigrationSet>)>,
+    /// The checks of the roles this process runs, one each.
+    pub roles: Vec<Arc<dyn RoleReadiness>>,
+}
+
+/// A role's own part of `/readyz`: what makes that role ready to serve, asked at each request.
+pub trait RoleReadiness: std::fmt::Debug + Send + Sync + 'static {
+    /// The check's name in `/readyz`'s answer: the role's, as `projector`.
+    fn name(&self) -> &'static str;
+
+    /// Looks, and says what it found.
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = RoleCheck> + Send + '_>>;
+}
+
+/// What a role's readiness check found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleCheck {
+    /// Whether the role is ready to serve.
+    pub ok: bool,
+    /// One line for people.
+    pub detail: String,
+    /// Structured detail for tools (the projector's leases and lag), if any.
+    pub report: Option<serde_json::Value>,
 }
 
 /// How the server around the routes behaves.

@@ -12,4 +12,4 @@ pub mod queries;
 pub mod runner;
 
 pub use model::{ApplyError, ReadModel};
-pub use runner::{Projector, RunnerConfig, PROJECTION_MIGRATIONS};
+pub use runner::{LeaseState, Projector, RunnerConfig, WorkerReport, PROJECTION_MIGRATIONS};

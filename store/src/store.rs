@@ -200,6 +200,16 @@ impl EventStore {
         Ok(applied)
     }
 
+    /// Events the PostgreSQL feed holds back right now, behind a transaction still open below
+    /// them (a metric: steadily high means a long transaction is holding readers back); `None` on
+    /// the other backends, whose feeds never hold committed events back.
+    pub async fn held_back(&self) -> Result<Option<u64>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(s) => s.held_back().await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Migrations of the event log not yet applied (empty when ready).
     pub async fn pending_migrations(&self) -> Result<Vec<&'static str>, StoreError> {
         let Some(db) = self.sql_database() else { return Ok(Vec::new()) };

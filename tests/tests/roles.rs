@@ -174,3 +174,79 @@ async fn a_query_process_is_woken_by_another_processs_projector_instead_of_polli
     let view: Value = answer.json().await.expect("a room");
     assert_eq!(view["name"], "Waited for");
 }
+
+/// GET `path` on `server` until `done` holds for the answer, for up to 20 s.
+async fn answer_until(
+    server: &StayServer,
+    path: &str,
+    done: impl Fn(&stay_tests::Answer) -> bool,
+) -> stay_tests::Answer {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = server.get(path).await;
+        if done(&answer) || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn check_names(ready: &Value) -> Vec<&str> {
+    ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect()
+}
+
+/// Each role says what makes it ready: the command API its heartbeat, the query API that the read
+/// models are set up (a projector does that), the saga its schedule, and the projector its leases
+/// and lag, which are detail: a second projector on standby is ready too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_reports_its_own_readiness() {
+    let commands = StayServer::start_with(Backend::Postgres, &["--role", "command-api"]).await;
+    let ready = commands.get("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(check_names(&ready.body), ["store", "migrations", "command-api"]);
+    assert!(ready.body["checks"][2]["detail"].as_str().unwrap_or("").contains("heartbeat"), "{}", ready.text);
+
+    // No process has set the read models up yet: the query API is not ready, and says why.
+    let queries = commands.join(&["--role", "query-api", "--no-migrate"]).await;
+    let waiting = queries.get("/readyz").await;
+    assert_eq!(waiting.status, 503, "{}", waiting.text);
+    assert_eq!(check_names(&waiting.body), ["store", "migrations", "query-api"]);
+    assert_eq!(waiting.body["checks"][2]["ok"], false);
+    assert!(waiting.text.contains("roomview"), "names the models not set up: {}", waiting.text);
+
+    // A projector sets them up and takes every lease; the query API turns ready.
+    let leader = commands.join(&["--role", "projector"]).await;
+    let all_held = |a: &stay_tests::Answer| {
+        a.body["checks"][2]["report"]["workers"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w["lease"] == "held"))
+    };
+    let led = answer_until(&leader, "/readyz", all_held).await;
+    assert_eq!(led.status, 200, "{}", led.text);
+    assert_eq!(check_names(&led.body), ["store", "migrations", "projector"]);
+    assert!(all_held(&led), "the first projector leads every model: {}", led.text);
+    let ready = answer_until(&queries, "/readyz", |a| a.status == 200).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+
+    // A second projector stands by, and is ready: the leases make it a standby by design.
+    let standby = commands.join(&["--role", "projector"]).await;
+    let all_standby = |a: &stay_tests::Answer| {
+        a.body["checks"][2]["report"]["workers"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w["lease"] == "standby"))
+    };
+    let stood_by = answer_until(&standby, "/readyz", all_standby).await;
+    assert_eq!(stood_by.status, 200, "{}", stood_by.text);
+    assert!(all_standby(&stood_by), "{}", stood_by.text);
+    assert!(stood_by.body["checks"][2]["detail"].as_str().unwrap_or("").contains("0 led here"), "{}", stood_by.text);
+
+    let saga = commands.join(&["--role", "saga"]).await;
+    let ready = saga.get("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(check_names(&ready.body), ["store", "migrations", "saga"]);
+    assert_eq!(ready.body["checks"][2]["report"]["payment_circuit"], "closed", "{}", ready.text);
+
+    // The projector reports how much of the PostgreSQL feed is held back (nothing, here).
+    let metrics = answer_until(&leader, "/metrics", |a| a.text.contains("stay_feed_held_back_events")).await;
+    assert!(metrics.text.contains("stay_feed_held_back_events 0"), "{}", metrics.text);
+}

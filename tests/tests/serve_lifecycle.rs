@@ -293,6 +293,23 @@ async fn tokens_from_stay_token_are_accepted(backend: Backend) {
     assert_eq!(server.post("/v1/rooms", &foreign, &room_body("Loft")).await.status, 401);
 }
 
+/// Rotating the token secret: a server given the old secret as `--jwt-previous-secret` still
+/// accepts tokens signed with it, beside those of its current secret, and no others.
+async fn tokens_of_the_previous_secret_are_accepted_during_a_rotation(backend: Backend) {
+    const OLD: &str = "the secret before the rotation, long enough";
+    let server = StayServer::start_with(backend, &["--jwt-previous-secret", OLD]).await;
+    let sign = |secret: &str| {
+        let claims = json!({"sub": "host-1", "role": "host", "exp": chrono::Utc::now().timestamp() + 600});
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))
+            .expect("sign")
+    };
+    assert_eq!(server.post("/v1/rooms", &sign(OLD), &room_body("Old")).await.status, 201);
+    assert_eq!(server.post("/v1/rooms", &server.token("host-1", "host"), &room_body("New")).await.status, 201);
+    let stranger = server.post("/v1/rooms", &sign("a secret nobody configured"), &room_body("No")).await;
+    assert_eq!(stranger.status, 401, "{}", stranger.text);
+}
+
 async fn service_endpoints_answer(backend: Backend) {
     let server = StayServer::start(backend).await;
     let health = server.get("/healthz").await;
@@ -302,7 +319,14 @@ async fn service_endpoints_answer(backend: Backend) {
     assert_eq!(ready.body["ready"], true);
     let checks: Vec<&str> =
         ready.body["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(checks, ["store", "migrations"]);
+    // One process runs every role, so each role's own check is there too.
+    assert_eq!(checks, ["store", "migrations", "saga", "projector", "query-api", "command-api"]);
+    let projector = &ready.body["checks"][3];
+    let workers = projector["report"]["workers"].as_array().expect("the projector reports its workers");
+    assert!(
+        workers.iter().all(|w| w["lease"].is_string() && w["lag_events"].is_u64()),
+        "each worker's lease and lag: {projector}"
+    );
     assert!(!server.get("/healthz").await.header("x-request-id").is_empty());
 
     let host = server.token("host-1", "host");
@@ -348,6 +372,7 @@ on_both_backends!(
     overload_is_shed_fast,
     sigterm_during_a_burst_loses_nothing_acknowledged,
     tokens_from_stay_token_are_accepted,
+    tokens_of_the_previous_secret_are_accepted_during_a_rotation,
     service_endpoints_answer,
     readyz_reports_pending_migrations,
 );

@@ -68,6 +68,12 @@ impl Lease {
     }
 }
 
+/// Who holds each model's lease, and until when (ms since the epoch), as last written.
+pub(crate) async fn holders(db: &SqlDatabase) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let rows = db.rows("SELECT name, owner, until_ms FROM projection_leases", &[]).await?;
+    rows.iter().map(|row| Ok((row.text("name")?, row.text("owner")?, row.int("until_ms")?))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

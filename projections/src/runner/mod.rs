@@ -43,7 +43,7 @@ pub use dead_letters::{
     Requested, Settled,
 };
 pub use status::{lag, statuses, ProjectionStatus, RebuildStatus};
-pub use versions::{checkpoint_name, checkpoint_prefix, initialize, request_rebuild, versions, Versions};
+pub use versions::{checkpoint_name, checkpoint_prefix, initialize, not_set_up, request_rebuild, versions, Versions};
 
 /// The runner's own tables: versions, leases, dead letters.
 pub const PROJECTION_MIGRATIONS: MigrationSet = MigrationSet {
@@ -158,6 +158,28 @@ impl Projector {
         while workers.join_next().await.is_some() {}
     }
 
+    /// What each model's worker in this process is doing, for `/readyz`: whether this process
+    /// holds the model's lease (another holds it: this one stands by), and how far behind the
+    /// feed's head the live version is.
+    pub async fn report(&self) -> Result<Vec<WorkerReport>, StoreError> {
+        let holders = lease::holders(&self.db).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut reports = Vec::with_capacity(self.models.len());
+        for model in &self.models {
+            let name = model.name();
+            let lease = match holders.iter().find(|(held, _, until)| held == name && *until >= now) {
+                Some((_, owner, _)) if *owner == self.owner => LeaseState::Held,
+                Some(_) => LeaseState::Standby,
+                None => LeaseState::Free,
+            };
+            let live = versions(&self.db, name).await?.live;
+            let position = self.db.checkpoint(&checkpoint_name(name, live)).await?;
+            let (lag_events, lag_ms) = lag(&self.store, position, REPORT_LAG_CAP).await?;
+            reports.push(WorkerReport { name, lease, position: position.to_string(), lag_events, lag_ms });
+        }
+        Ok(reports)
+    }
+
     /// This projector's claim on `model`'s lease.
     fn lease(&self, model: &dyn ReadModel) -> Lease {
         Lease::new(model.name(), &self.owner, self.config.lease)
@@ -245,6 +267,36 @@ impl Projector {
         }
         Ok(if progressed { Round::Progressed } else { Round::Idle(live.at) })
     }
+}
+
+/// How many events behind a [`WorkerReport`] counts, at most.
+const REPORT_LAG_CAP: u64 = 100_000;
+
+/// One model's worker in this process, as [`Projector::report`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerReport {
+    /// The model.
+    pub name: &'static str,
+    /// Whether this process runs the model's worker.
+    pub lease: LeaseState,
+    /// The live version's checkpoint.
+    pub position: String,
+    /// Events in the feed after it (counted up to 100,000).
+    pub lag_events: u64,
+    /// Age of the oldest of them in milliseconds (0 when caught up).
+    pub lag_ms: i64,
+}
+
+/// Who runs a model's worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// This process: it holds the lease.
+    Held,
+    /// Another process holds the lease; this one takes over if it lapses.
+    Standby,
+    /// Nobody holds it now (between rounds, or every holder stopped); the next round takes it.
+    Free,
 }
 
 /// What one round did.

@@ -6,6 +6,8 @@
 //! has caught up, one statement makes it live. Queries read whichever version is live, so they
 //! never see a half-built model.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use stay_store::{SqlDatabase, StoreError};
 
@@ -38,6 +40,13 @@ pub async fn versions(db: &SqlDatabase, name: &str) -> Result<Versions, StoreErr
         Some(row) => Ok(Versions { live: row.int("live_version")?, building: row.opt_int("building_version")? }),
         None => Ok(Versions { live: 1, building: None }),
     }
+}
+
+/// The models among `models` whose tables are not set up yet (by [`initialize`]), in order.
+pub async fn not_set_up(db: &SqlDatabase, models: &[Arc<dyn ReadModel>]) -> Result<Vec<&'static str>, StoreError> {
+    let rows = db.rows("SELECT name FROM projection_state", &[]).await?;
+    let set_up: Vec<String> = rows.iter().map(|row| row.text("name")).collect::<Result<_, _>>()?;
+    Ok(models.iter().map(|model| model.name()).filter(|name| !set_up.iter().any(|s| s == name)).collect())
 }
 
 /// Creates a model's state row and first tables, if it has none.
