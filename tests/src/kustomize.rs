@@ -460,7 +460,9 @@ fn decode_base64(text: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
     let mut buffer = 0u32;
     let mut bits = 0u32;
-    for c in text.trim_end_matches('=').bytes().filter(|c| !c.is_ascii_whitespace()) {
+    // kubectl folds long values over lines: whitespace is no part of the encoding.
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    for c in compact.trim_end_matches('=').bytes() {
         let sextet = ALPHABET.iter().position(|&a| a == c)?;
         buffer = (buffer << 6) | u32::try_from(sextet).ok()?;
         bits += 6;
@@ -482,6 +484,7 @@ mod tests {
         assert_eq!(decode_base64("YQ==").as_deref(), Some("a"));
         assert_eq!(decode_base64("YWI=").as_deref(), Some("ab"));
         assert_eq!(decode_base64("YWJj").as_deref(), Some("abc"));
+        assert_eq!(decode_base64("YWJj\nZA\n==\n").as_deref(), Some("abcd"), "folded over lines, as kubectl writes it");
         assert_eq!(decode_base64("not base64!"), None);
     }
 
