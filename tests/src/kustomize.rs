@@ -285,10 +285,14 @@ impl Rendered {
             } else if let Some(reference) = var.pointer("/valueFrom/secretKeyRef") {
                 let secret = reference.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
                 let key = reference.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let optional = reference.get("optional").and_then(Value::as_bool) == Some(true);
                 let value = match self.secret_data(&secret) {
-                    Some(data) => Some(
-                        data.get(&key).cloned().ok_or_else(|| format!("{name}: Secret {secret} has no key {key}"))?,
-                    ),
+                    Some(data) => match data.get(&key) {
+                        Some(value) => Some(value.clone()),
+                        // The kubelet leaves an optional variable out when its key is missing.
+                        None if optional => continue,
+                        None => return Err(format!("{name}: Secret {secret} has no key {key}")),
+                    },
                     None => None,
                 };
                 EnvSource::Secret { name: secret, key, value }
@@ -557,6 +561,9 @@ data: {jwt: c2VjcmV0}
         let missing_key = serde_json::json!({"env": [
             {"name": "X", "valueFrom": {"secretKeyRef": {"name": "secrets-xyz", "key": "nope"}}}]});
         assert!(rendered.container_env(&missing_key).unwrap_err().contains("no key nope"));
+        let optional = serde_json::json!({"env": [
+            {"name": "X", "valueFrom": {"secretKeyRef": {"name": "secrets-xyz", "key": "nope", "optional": true}}}]});
+        assert!(rendered.container_env(&optional).unwrap().is_empty(), "an optional key that is missing sets nothing");
         let missing_map = serde_json::json!({"envFrom": [{"configMapRef": {"name": "settings"}}]});
         assert!(rendered.container_env(&missing_map).is_err());
     }

@@ -497,6 +497,9 @@ fn check_secrets(rendered: &Rendered) -> Vec<String> {
             }
             for (name, source) in &env {
                 if let EnvSource::Value(value) = source {
+                    if name.starts_with("STAY_JWT") {
+                        problems.push(format!("{at}: {name} holds a token secret as a literal"));
+                    }
                     if value.starts_with("postgres://") || value.starts_with("postgresql://") {
                         problems.push(format!("{at}: {name} holds a PostgreSQL URL as a literal"));
                     }
@@ -1012,6 +1015,16 @@ fn each_check_catches_what_it_guards() {
         |docs| {
             let var = env_mut(serve_mut(docs, "command-api"), "STAY_JWT_SECRET");
             *var = json!({"name": "STAY_JWT_SECRET", "value": "literal"});
+        },
+    );
+    assert_caught(
+        &dev,
+        "secrets",
+        "the previous token secret as a literal",
+        "holds a token secret as a literal",
+        |docs| {
+            let var = env_mut(serve_mut(docs, "query-api"), "STAY_JWT_PREVIOUS_SECRET");
+            *var = json!({"name": "STAY_JWT_PREVIOUS_SECRET", "value": "old"});
         },
     );
     assert_caught(&dev, "secrets", "the PostgreSQL URL as a literal", "holds a PostgreSQL URL as a literal", |docs| {
