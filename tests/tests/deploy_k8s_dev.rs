@@ -1,0 +1,148 @@
+//! The rendered dev overlay (k8s/overlays/dev) describes a system that works: its pods, started as
+//! local processes exactly as the manifests say (init containers first, then each Deployment's
+//! container with its args, its ConfigMap and Secret environment; tests/src/deployment.rs maps the
+//! Services' names and ports, the in-cluster PostgreSQL and the emptyDirs), all pass their
+//! readiness probes and take one reservation through the API Services to confirmed and visible in
+//! roomview. A typo in a flag or variable of the manifests makes the harness refuse them.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use stay_tests::bodies::{day, room_body};
+use stay_tests::deployment::{k8s_stack, repository_root, DeployError, Deployment, Dockerfile, Image, Stack};
+use stay_tests::kustomize::{render_overlay, Rendered};
+
+fn image() -> Image {
+    let text = std::fs::read_to_string(repository_root().join("Dockerfile")).expect("Dockerfile");
+    Dockerfile::parse(&text).and_then(|d| d.image()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A token signed with the secret the overlay's Secret gives the API pods.
+fn token(stack: &Stack, sub: &str, role: &str) -> String {
+    let secret = stack
+        .service("stay-command-api")
+        .and_then(|s| s.env_value("STAY_JWT_SECRET"))
+        .expect("the dev Secret gives stay-command-api STAY_JWT_SECRET");
+    let claims = json!({"sub": sub, "role": role, "exp": chrono::Utc::now().timestamp() + 3600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+async fn send(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let answer = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_overlay_runs_each_pod_and_confirms_a_reservation_through_the_services() {
+    let Some(rendered) = render_overlay("dev") else { return };
+    let stack = k8s_stack(&rendered, &image()).unwrap_or_else(|e| panic!("{e}"));
+    // Each role migrates in its init container before its own container starts.
+    for role in ["command-api", "query-api", "projector", "saga"] {
+        let pod = format!("stay-{role}");
+        let spec = stack.service(&pod).unwrap_or_else(|| panic!("{pod}"));
+        assert_eq!(spec.args, ["serve", "--role", role]);
+        assert_eq!(spec.env_value("STAY_NO_MIGRATE"), Some("true"), "{pod} leaves migrating to its init container");
+        assert!(spec.depends_on.iter().any(|d| stack.service(&d.service).is_some_and(|init| init.args == ["migrate"])));
+    }
+    // Started only once every readiness probe passes (`kubectl wait --for=condition=ready`).
+    let deployment = Deployment::start(&stack).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let commands = deployment.url("stay-command-api", 8080);
+    let queries = deployment.url("stay-query-api", 8080);
+    let saga = deployment.url("stay-saga", 8080);
+    let (host, guest, admin) =
+        (token(&stack, "host-1", "host"), token(&stack, "guest-1", "guest"), token(&stack, "admin-1", "admin"));
+
+    let (status, room) =
+        send(Method::POST, &format!("{commands}/v1/rooms"), Some(&host), Some(&room_body()), &[]).await;
+    assert_eq!(status, 201, "{room}\n{}", deployment.logs());
+    let room_id = room["room_id"].as_str().expect("room_id").to_owned();
+    let body = json!({"room_id": room_id, "check_in": day(9), "check_out": day(11), "guests": 2, "payment": {"card_token": "tok_visa"}});
+    let (status, reserved) =
+        send(Method::POST, &format!("{commands}/v1/reservations"), Some(&guest), Some(&body), &[("prefer", "wait=10")])
+            .await;
+    assert!(status == 200 || status == 202, "{status} {reserved}\n{}", deployment.logs());
+    let id = reserved["reservation_id"].as_str().expect("reservation_id").to_owned();
+
+    // The saga pod charges through the payment-sim Service; the projector pod writes the views.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let position = loop {
+        let url = format!("{queries}/v1/reservations/{id}?wait_ms=5000");
+        let (status, view) = send(Method::GET, &url, Some(&guest), None, &[]).await;
+        if status == 200 && view["status"] == "confirmed" {
+            break view["position"].as_str().unwrap_or("0").to_owned();
+        }
+        assert!(Instant::now() < deadline, "never confirmed: {status} {view}\n{}", deployment.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let url = format!("{queries}/v1/rooms/{room_id}?min_position={position}&wait_ms=15000");
+    let (status, view) = send(Method::GET, &url, None, None, &[]).await;
+    assert_eq!(status, 200, "{view}\n{}", deployment.logs());
+    assert_eq!(view["reservations"]["confirmed"], 1, "{view}");
+    assert_eq!(view["payments"]["charged"]["amount_minor"], 24_000, "{view}");
+
+    // The saga's admin routes answer on its Service (the Ingress sends /v1/admin/payments there).
+    let (status, payments) = send(Method::GET, &format!("{saga}/v1/admin/payments"), Some(&admin), None, &[]).await;
+    assert_eq!(status, 200, "{payments}");
+    // Liveness, as the kubelet asks it, on every role.
+    for role in ["command-api", "query-api", "projector", "saga"] {
+        let (status, _) =
+            send(Method::GET, &format!("{}/healthz", deployment.url(&format!("stay-{role}"), 8080)), None, None, &[])
+                .await;
+        assert_eq!(status, 200, "{role} /healthz");
+    }
+}
+
+/// The rendered overlay with `from` replaced by `to` (which must occur).
+fn mutated(rendered: &Rendered, from: &str, to: &str) -> Rendered {
+    assert!(rendered.yaml.contains(from), "the rendered dev overlay no longer holds {from:?}");
+    Rendered::parse(rendered.yaml.replacen(from, to, 1)).expect("still YAML")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_flag_or_variable_in_the_manifests_is_refused_with_its_name() {
+    let Some(rendered) = render_overlay("dev") else { return };
+    let image = image();
+    let cases = [
+        ("- --role\n", "- --rol\n", "--rol"),
+        ("name: STAY_NO_MIGRATE\n", "name: STAY_NO_MIGRATION\n", "STAY_NO_MIGRATION"),
+        ("STAY_PAYMENT_PROVIDER:", "STAY_PAYMENT_PROVIDR:", "STAY_PAYMENT_PROVIDR"),
+        ("name: STAY_PAYMENT_SIM_LISTEN\n", "name: STAY_PAYMENT_SIM_LISTN\n", "STAY_PAYMENT_SIM_LISTN"),
+    ];
+    for (from, to, named) in cases {
+        let stack = k8s_stack(&mutated(&rendered, from, to), &image).unwrap_or_else(|e| panic!("{e}"));
+        let refused = Deployment::start(&stack).await.expect_err("the harness must refuse it");
+        assert!(matches!(&refused, DeployError::Unknown(_)), "{to}: {refused}");
+        assert!(refused.to_string().contains(named), "{to}: {refused}");
+    }
+    // A Service name the pods are pointed at that does not exist.
+    let stack = k8s_stack(&mutated(&rendered, "http://stay-payment-sim:8090", "http://stay-payment-simm:8090"), &image)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refused = Deployment::start(&stack).await.expect_err("an unknown host");
+    assert!(matches!(&refused, DeployError::Mapping(why) if why.contains("stay-payment-simm")), "{refused}");
+}
