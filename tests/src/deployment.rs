@@ -1447,6 +1447,12 @@ impl Deployment {
     /// waits for each as its dependants would. Fails with every process's log.
     pub async fn start(stack: &Stack) -> Result<Deployment> {
         check_stack(stack)?;
+        Deployment::start_unchecked(stack).await
+    }
+
+    /// [`Deployment::start`] without the `--help` check: for showing that a misspelt flag is also
+    /// refused by `stay` itself (clap exits non-zero), which the start reports with the logs.
+    pub async fn start_unchecked(stack: &Stack) -> Result<Deployment> {
         for service in &stack.services {
             if let ServiceKind::External(image) = &service.kind {
                 return Err(unsupported(format!("service {} ({image}) cannot run on this machine", service.name)));

@@ -215,6 +215,23 @@ async fn a_misspelt_flag_or_variable_is_refused_with_its_name() {
     assert!(refused.to_string().contains("--payment-provder"), "{refused}");
 }
 
+/// Past the check, `stay` itself refuses a misspelt flag: the service exits non-zero at once and
+/// the harness says which, with its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_flag_also_stops_the_process_itself() {
+    let compose = mutated(r#""serve", "--role", "query-api"]"#, r#""serve", "--rol", "query-api"]"#);
+    let stack = compose.stack(&[], &[]).unwrap_or_else(|e| panic!("{e}"));
+    let refused = Deployment::start_unchecked(&stack).await.expect_err("query-api cannot start");
+    match &refused {
+        DeployError::Start { service, why, logs } => {
+            assert_eq!(service, "query-api", "{refused}");
+            assert!(why.contains("exited"), "{refused}");
+            assert!(logs.contains("--rol"), "clap names the flag in the log: {refused}");
+        }
+        other => panic!("expected a failed start, got {other}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misspelt_variable_in_the_env_file_is_refused_with_its_name() {
     let dir = tempfile::tempdir().expect("temp dir");
