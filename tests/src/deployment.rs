@@ -1149,7 +1149,10 @@ fn interpolate(text: &str) -> Result<String> {
         } else if let Some(body) = rest.strip_prefix('{') {
             let end = body.find('}').ok_or_else(|| unsupported(format!("interpolation in {text:?}")))?;
             let expression = &body[..end];
-            let default = expression.split_once(":-").or_else(|| expression.split_once('-')).map(|(_, d)| d);
+            let name_len =
+                expression.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expression.len());
+            let operator = &expression[name_len..];
+            let default = operator.strip_prefix(":-").or_else(|| operator.strip_prefix('-'));
             match default {
                 Some(default) if !default.contains('$') => out.push_str(default),
                 _ => return Err(unsupported(format!("interpolation ${{{expression}}} in {text:?}: no such variable"))),
@@ -1427,6 +1430,7 @@ pub struct Deployment {
     ports: HashMap<(String, u16), u16>,
     routes: Vec<Route>,
     published: Vec<Published>,
+    planned: HashMap<String, Planned>,
     logs: TempDir,
     _volumes: Vec<TempDir>,
     _databases: Vec<TestPostgres>,
@@ -1465,6 +1469,7 @@ impl Deployment {
             ports: plan.ports.clone(),
             routes: plan.routes.clone(),
             published: stack.published.clone(),
+            planned: HashMap::new(),
             logs,
             _volumes: Vec::new(),
             _databases: Vec::new(),
@@ -1492,6 +1497,7 @@ impl Deployment {
             };
             let (name, planned) = waiting.remove(index);
             deployment.spawn(&name, &planned)?;
+            deployment.planned.insert(name.clone(), planned.clone());
             started.push((name.clone(), planned.clone()));
             state.insert(name.clone(), Condition::Started);
             // What do the others wait for? Reach it before going on.
@@ -1554,6 +1560,14 @@ impl Deployment {
             .get(&(service.to_owned(), container_port))
             .unwrap_or_else(|| panic!("service {service} does not listen on {container_port}"));
         format!("http://127.0.0.1:{port}")
+    }
+
+    /// Runs `stay ARGS…` once in `service`'s environment, as `docker compose run --rm SERVICE
+    /// ARGS…` (or `kubectl exec`) would: its mapped variables, not the test's. Its output.
+    pub fn run(&self, service: &str, args: &[&str]) -> std::process::Output {
+        let planned = self.planned.get(service).unwrap_or_else(|| panic!("no Stay service {service} was started"));
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        planned.command(&args).output().unwrap_or_else(|e| panic!("cannot run stay in {service}: {e}"))
     }
 
     /// Every process's log so far, each under its service's name.
@@ -2025,6 +2039,8 @@ mod tests {
         assert_eq!(interpolate("a$$b").unwrap(), "a$b");
         assert!(matches!(interpolate("${IMAGE}"), Err(DeployError::Unsupported(m)) if m.contains("IMAGE")));
         assert!(interpolate("$IMAGE").is_err());
+        assert!(interpolate("${IMAGE:?set-it}").is_err(), "a required variable has no default");
+        assert_eq!(interpolate("${TAG-1.2-rc}").unwrap(), "1.2-rc");
     }
 
     #[test]

@@ -11,21 +11,13 @@ use serde_json::{json, Value};
 use stay_tests::bodies::{day, room_body};
 use stay_tests::deployment::{check_stack, repository_root, Compose, DeployError, Deployment};
 
-/// A token signed with the secret the compose file's env file gives every Stay service.
-fn token(compose: &Compose, sub: &str, role: &str) -> String {
-    let stack = compose.all_services().expect("compose file");
-    let secret = stack
-        .service("command-api")
-        .and_then(|s| s.env_value("STAY_JWT_SECRET"))
-        .expect("stay.env.example gives command-api STAY_JWT_SECRET")
-        .to_owned();
-    let claims = json!({"sub": sub, "role": role, "exp": chrono::Utc::now().timestamp() + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
+/// A token from `stay token` run in a service's container (`docker compose run --rm command-api
+/// token --sub SUB --role ROLE`): signed with the STAY_JWT_SECRET of the env file.
+fn token(deployment: &Deployment, service: &str, sub: &str, role: &str) -> String {
+    let output = deployment.run(service, &["token", "--sub", sub, "--role", role]);
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(output.status.success() && !text.is_empty(), "stay token: {}", String::from_utf8_lossy(&output.stderr));
+    text
 }
 
 async fn send(
@@ -70,16 +62,11 @@ async fn wait_ready(deployment: &Deployment, base: &str, role: &str) {
     }
 }
 
-/// Registers a room through `commands`, reserves it with a card that is charged, and reads the
+/// Registers a room through `commands` (with tokens signed in `signer`), reserves it with a card that is charged, and reads the
 /// confirmed reservation and the room's view back through `queries`.
-async fn reservation_confirmed_and_in_roomview(
-    deployment: &Deployment,
-    compose: &Compose,
-    commands: &str,
-    queries: &str,
-) {
-    let host = token(compose, "host-1", "host");
-    let guest = token(compose, "guest-1", "guest");
+async fn reservation_confirmed_and_in_roomview(deployment: &Deployment, signer: &str, commands: &str, queries: &str) {
+    let host = token(deployment, signer, "host-1", "host");
+    let guest = token(deployment, signer, "guest-1", "guest");
     let (status, room) =
         send(Method::POST, &format!("{commands}/v1/rooms"), Some(&host), Some(&room_body()), &[]).await;
     assert_eq!(status, 201, "{room}\n{}", deployment.logs());
@@ -135,10 +122,10 @@ async fn the_default_profile_runs_each_role_and_confirms_a_reservation_through_t
     // The split the published ports promise: commands on 8080 only, reads on 8081 only.
     let (status, _) = send(Method::GET, &format!("{commands}/v1/rooms"), None, None, &[]).await;
     assert_eq!(status, 405, "command-api takes no reads");
-    reservation_confirmed_and_in_roomview(&deployment, &compose, &commands, &queries).await;
+    reservation_confirmed_and_in_roomview(&deployment, "command-api", &commands, &queries).await;
 
     // The saga's admin routes are on 8082.
-    let admin = token(&compose, "admin-1", "admin");
+    let admin = token(&deployment, "command-api", "admin-1", "admin");
     let (status, payments) = send(Method::GET, &format!("{saga}/v1/admin/payments"), Some(&admin), None, &[]).await;
     assert_eq!(status, 200, "{payments}");
 }
@@ -152,7 +139,7 @@ async fn the_sqlite_profile_is_one_process_that_confirms_a_reservation() {
     let deployment = Deployment::start(&stack).await.unwrap_or_else(|e| panic!("{e}"));
     let base = deployment.published(8088);
     wait_ready(&deployment, &base, "stay-sqlite").await;
-    reservation_confirmed_and_in_roomview(&deployment, &compose, &base, &base).await;
+    reservation_confirmed_and_in_roomview(&deployment, "stay-sqlite", &base, &base).await;
 }
 
 /// The eventstoredb profile's services cannot run here (no EventStoreDB server), so its Stay
