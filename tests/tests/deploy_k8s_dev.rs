@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 use stay_tests::bodies::{day, room_body};
-use stay_tests::deployment::{k8s_stack, repository_root, DeployError, Deployment, Dockerfile, Image, Stack};
+use stay_tests::deployment::{k8s_stack, repository_root, DeployError, Deployment, Dockerfile, Image};
 use stay_tests::kustomize::{render_overlay, Rendered};
 
 fn image() -> Image {
@@ -18,19 +18,14 @@ fn image() -> Image {
     Dockerfile::parse(&text).and_then(|d| d.image()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A token signed with the secret the overlay's Secret gives the API pods.
-fn token(stack: &Stack, sub: &str, role: &str) -> String {
-    let secret = stack
-        .service("stay-command-api")
-        .and_then(|s| s.env_value("STAY_JWT_SECRET"))
-        .expect("the dev Secret gives stay-command-api STAY_JWT_SECRET");
-    let claims = json!({"sub": sub, "role": role, "exp": chrono::Utc::now().timestamp() + 3600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
+/// A token from `stay token` in the command-api pod's environment (`kubectl exec
+/// deploy/stay-command-api -- stay token --sub SUB --role ROLE`): signed with the dev Secret's
+/// STAY_JWT_SECRET.
+fn token(deployment: &Deployment, sub: &str, role: &str) -> String {
+    let output = deployment.run("stay-command-api", &["token", "--sub", sub, "--role", role]);
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(output.status.success() && !text.is_empty(), "stay token: {}", String::from_utf8_lossy(&output.stderr));
+    text
 }
 
 async fn send(
@@ -75,8 +70,11 @@ async fn the_dev_overlay_runs_each_pod_and_confirms_a_reservation_through_the_se
     let commands = deployment.url("stay-command-api", 8080);
     let queries = deployment.url("stay-query-api", 8080);
     let saga = deployment.url("stay-saga", 8080);
-    let (host, guest, admin) =
-        (token(&stack, "host-1", "host"), token(&stack, "guest-1", "guest"), token(&stack, "admin-1", "admin"));
+    let (host, guest, admin) = (
+        token(&deployment, "host-1", "host"),
+        token(&deployment, "guest-1", "guest"),
+        token(&deployment, "admin-1", "admin"),
+    );
 
     let (status, room) =
         send(Method::POST, &format!("{commands}/v1/rooms"), Some(&host), Some(&room_body()), &[]).await;
