@@ -24,7 +24,16 @@
 //! - Services start in `depends_on` order, each waiting as compose would: `service_healthy` runs the
 //!   dependency's health check as a local process with its environment until it succeeds (more
 //!   often than its interval, but giving up when compose would mark it unhealthy),
-//!   `service_completed_successfully` waits for exit code 0.
+//!   `service_completed_successfully` waits for exit code 0. At the end, as `docker compose up
+//!   --wait` (or `kubectl wait --for=condition=ready`), every service with a health check is healthy.
+//! - Kubernetes: a pod's init containers are one-shots that must succeed, in order, before its
+//!   container starts (on the same emptyDirs); a Job is one every pod waits for; the readiness probe
+//!   (HTTP GET or TCP) is the health check; a Service's `port` leads to its `targetPort` (by number
+//!   or name) on the one pod its selector matches.
+//! - A Stay process must listen on every interface (`0.0.0.0`), as nothing outside its container
+//!   could reach it otherwise, and a published port or Service must lead to a port it listens on.
+//! - A variable that neither the subcommand nor its health check reads (its flag is given on the
+//!   command line, or the subcommand has no such setting) has no effect and is passed as written.
 //!
 //! Anything the harness does not understand is an error rather than ignored: an unknown key, an
 //! interpolation it cannot resolve, a host name that names no service, a shell-form health check
@@ -1948,7 +1957,7 @@ impl<'a> Plan<'a> {
             if !self.databases.contains_key(&key) {
                 self.databases.insert(key.clone(), TestPostgres::create().await);
             }
-            let _ = userinfo; // the local server's user replaces the container's (its password comes from PGPASSWORD)
+            // The local server's user and database replace the container's (user and password).
             let url = self.databases[&key].url().to_owned();
             return Ok(match query {
                 Some(query) => format!("{url}?{query}"),
