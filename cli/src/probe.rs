@@ -18,8 +18,8 @@ pub struct ProbeArgs {
     #[arg(long, env = "STAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
 
-    /// The server's base URL, instead of the listen address.
-    #[arg(long, conflicts_with = "listen")]
+    /// The server's base URL; when given, the listen address is not used.
+    #[arg(long)]
     url: Option<String>,
 
     /// What to ask: `/healthz` (the process answers) or `/readyz` (it is ready to serve).

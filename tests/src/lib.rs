@@ -8,7 +8,9 @@
 pub mod bodies;
 pub mod browser;
 pub mod databases;
+pub mod deployment;
 pub mod feed;
+pub mod kustomize;
 pub mod payment_sim;
 pub mod raw_http;
 pub mod server;

@@ -40,7 +40,7 @@ fn names_in_the_code() -> BTreeSet<String> {
 
 /// The metric names and the label names of the matchers an expression selects.
 fn selected(expr: &Expr, metrics: &mut BTreeSet<String>, labels: &mut BTreeSet<String>) {
-    let mut vector = |vs: &parser::VectorSelector, metrics: &mut BTreeSet<String>, labels: &mut BTreeSet<String>| {
+    let vector = |vs: &parser::VectorSelector, metrics: &mut BTreeSet<String>, labels: &mut BTreeSet<String>| {
         metrics.extend(vs.name.clone());
         labels.extend(vs.matchers.matchers.iter().map(|m| m.name.clone()).filter(|name| name != "__name__"));
     };

@@ -34,9 +34,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where `stay payment-sim` listens unless told otherwise.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8090";
 
-/// The simulator over HTTP: `POST /charges`, `POST /refunds`, `POST /voids`, `GET /ledger`.
+/// The simulator over HTTP: `POST /charges`, `POST /refunds`, `POST /voids`, `GET /ledger`, and
+/// `GET /healthz` for health checks.
 pub fn router(sim: Arc<Simulator>) -> Router {
     Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/charges", post(charge))
         .route("/refunds", post(refund))
         .route("/voids", post(void))
@@ -282,6 +284,14 @@ mod tests {
             amount: Money::new(12_000, Currency::USD).unwrap(),
             card_token: card.to_owned(),
         }
+    }
+
+    #[tokio::test]
+    async fn the_simulator_answers_its_health_check() {
+        let addr = serve(Arc::new(Simulator::new())).await;
+        let answer = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.json::<serde_json::Value>().await.unwrap()["status"], "ok");
     }
 
     #[tokio::test]
