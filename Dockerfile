@@ -10,8 +10,9 @@
 # tests/tests/deploy_dockerfile.rs lints this file and checks what a lint cannot.
 
 # Base images are pinned to exact tags (the builder's Debian release matches the runtime's glibc);
-# pin them by digest too where you mirror them.
-FROM rust:1.95.0-slim-bookworm AS build
+# pin them by digest too where you mirror them. The full (not slim) Rust image: jemalloc's build
+# runs `make`, which the slim one lacks.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 
 # Dependencies first, in a layer of their own: the manifests and the lock file with an empty crate
