@@ -11,6 +11,7 @@ pub mod databases;
 pub mod deployment;
 pub mod feed;
 pub mod kustomize;
+pub mod manifest_checks;
 pub mod payment_sim;
 pub mod raw_http;
 pub mod server;
