@@ -1,5 +1,5 @@
 //! docker-compose.yml describes a system that works: each profile's Stay services, started as
-//! local processes exactly as the file says (tests/src/deployment.rs maps hosts, ports, volumes and
+//! local processes exactly as the file says (tests/src/deployment/ maps hosts, ports, volumes and
 //! PostgreSQL), come up in depends_on order with passing health checks and take one reservation
 //! from the published ports to confirmed and visible in roomview. A typo in a flag or variable
 //! name, an unknown key or an unresolvable interpolation makes the harness refuse the file.
@@ -9,40 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 use stay_tests::bodies::{day, room_body};
-use stay_tests::deployment::{check_stack, repository_root, Compose, DeployError, Deployment};
-
-/// A token from `stay token` run in a service's container (`docker compose run --rm command-api
-/// token --sub SUB --role ROLE`): signed with the STAY_JWT_SECRET of the env file.
-fn token(deployment: &Deployment, service: &str, sub: &str, role: &str) -> String {
-    let output = deployment.run(service, &["token", "--sub", sub, "--role", role]);
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(output.status.success() && !text.is_empty(), "stay token: {}", String::from_utf8_lossy(&output.stderr));
-    text
-}
-
-async fn send(
-    method: Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-    headers: &[(&str, &str)],
-) -> (u16, Value) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-    let mut request = client.request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let answer = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = answer.status().as_u16();
-    let text = answer.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
+use stay_tests::deployment::{check_stack, repository_root, send, Compose, DeployError, Deployment};
 
 /// Waits until `GET base/readyz` says ready.
 async fn wait_ready(deployment: &Deployment, base: &str, role: &str) {
@@ -65,8 +32,8 @@ async fn wait_ready(deployment: &Deployment, base: &str, role: &str) {
 /// Registers a room through `commands` (with tokens signed in `signer`), reserves it with a card that is charged, and reads the
 /// confirmed reservation and the room's view back through `queries`.
 async fn reservation_confirmed_and_in_roomview(deployment: &Deployment, signer: &str, commands: &str, queries: &str) {
-    let host = token(deployment, signer, "host-1", "host");
-    let guest = token(deployment, signer, "guest-1", "guest");
+    let host = deployment.token(signer, "host-1", "host");
+    let guest = deployment.token(signer, "guest-1", "guest");
     let (status, room) =
         send(Method::POST, &format!("{commands}/v1/rooms"), Some(&host), Some(&room_body()), &[]).await;
     assert_eq!(status, 201, "{room}\n{}", deployment.logs());
@@ -125,7 +92,7 @@ async fn the_default_profile_runs_each_role_and_confirms_a_reservation_through_t
     reservation_confirmed_and_in_roomview(&deployment, "command-api", &commands, &queries).await;
 
     // The saga's admin routes are on 8082.
-    let admin = token(&deployment, "command-api", "admin-1", "admin");
+    let admin = deployment.token("command-api", "admin-1", "admin");
     let (status, payments) = send(Method::GET, &format!("{saga}/v1/admin/payments"), Some(&admin), None, &[]).await;
     assert_eq!(status, 200, "{payments}");
 }

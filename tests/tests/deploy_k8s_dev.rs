@@ -1,6 +1,6 @@
 //! The rendered dev overlay (k8s/overlays/dev) describes a system that works: its pods, started as
 //! local processes exactly as the manifests say (init containers first, then each Deployment's
-//! container with its args, its ConfigMap and Secret environment; tests/src/deployment.rs maps the
+//! container with its args, its ConfigMap and Secret environment; tests/src/deployment/ maps the
 //! Services' names and ports, the in-cluster PostgreSQL and the emptyDirs), all pass their
 //! readiness probes and take one reservation through the API Services to confirmed and visible in
 //! roomview. A typo in a flag or variable of the manifests makes the harness refuse them.
@@ -8,48 +8,14 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use stay_tests::bodies::{day, room_body};
-use stay_tests::deployment::{k8s_stack, repository_root, DeployError, Deployment, Dockerfile, Image};
+use stay_tests::deployment::{k8s_stack, repository_root, send, DeployError, Deployment, Dockerfile, Image};
 use stay_tests::kustomize::{render_overlay, Rendered};
 
 fn image() -> Image {
     let text = std::fs::read_to_string(repository_root().join("Dockerfile")).expect("Dockerfile");
     Dockerfile::parse(&text).and_then(|d| d.image()).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A token from `stay token` in the command-api pod's environment (`kubectl exec
-/// deploy/stay-command-api -- stay token --sub SUB --role ROLE`): signed with the dev Secret's
-/// STAY_JWT_SECRET.
-fn token(deployment: &Deployment, sub: &str, role: &str) -> String {
-    let output = deployment.run("stay-command-api", &["token", "--sub", sub, "--role", role]);
-    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(output.status.success() && !text.is_empty(), "stay token: {}", String::from_utf8_lossy(&output.stderr));
-    text
-}
-
-async fn send(
-    method: Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-    headers: &[(&str, &str)],
-) -> (u16, Value) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-    let mut request = client.request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let answer = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = answer.status().as_u16();
-    let text = answer.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +37,9 @@ async fn the_dev_overlay_runs_each_pod_and_confirms_a_reservation_through_the_se
     let queries = deployment.url("stay-query-api", 8080);
     let saga = deployment.url("stay-saga", 8080);
     let (host, guest, admin) = (
-        token(&deployment, "host-1", "host"),
-        token(&deployment, "guest-1", "guest"),
-        token(&deployment, "admin-1", "admin"),
+        deployment.token("stay-command-api", "host-1", "host"),
+        deployment.token("stay-command-api", "guest-1", "guest"),
+        deployment.token("stay-command-api", "admin-1", "admin"),
     );
 
     let (status, room) =

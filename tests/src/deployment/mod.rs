@@ -48,12 +48,14 @@
 
 use std::time::Duration;
 
+mod client;
 mod compose;
 mod dockerfile;
 mod help_check;
 mod kubernetes;
 mod run;
 
+pub use client::send;
 pub use compose::{repository_root, Compose};
 pub use dockerfile::{Dockerfile, Image, Instruction};
 pub use help_check::{check_stack, Help, HelpFlag};
