@@ -3,10 +3,11 @@
 //! again in turn while clients keep registering rooms and reserving them.
 //!
 //! The balancer behaves as a Service's endpoints do during a rollout: it sends each request to the
-//! next process, and a request that cannot reach one (refused, or its idle connection closed under
-//! it) is retried once on the next, with the same `Idempotency-Key`. Afterwards no request got a
-//! 5xx, none failed after its one retry, and everything acknowledged is there: every room answered
-//! 201 is in roomview and every reservation answered 202 ends confirmed.
+//! next process, and a request that cannot reach one (the connection refused) is retried once on
+//! the next, with the same `Idempotency-Key`; a request that was sent and got no answer is a
+//! failure. Afterwards no request got a 5xx, none failed after its one retry, and everything
+//! acknowledged is there: every room answered 201 is in roomview and every reservation answered
+//! 202 ends confirmed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -84,13 +85,16 @@ async fn command(
                 let text = answer.text().await.unwrap_or_default();
                 return Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))));
             }
-            Err(err) => {
+            // Only a request that never reached a process is retried, as a load balancer does; one
+            // cut off after it was sent is a failure.
+            Err(err) if err.is_connect() => {
                 last_error = format!("{url}: {err:?}");
                 unreachable = Some(backend);
                 if attempt == 0 {
                     *retried += 1;
                 }
             }
+            Err(err) => return Err(format!("{url}: the request was sent and got no answer: {err:?}")),
         }
     }
     Err(format!("no answer after a retry: {last_error}"))
