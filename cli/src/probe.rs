@@ -26,8 +26,8 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "/healthz")]
     path: String,
 
-    /// How long the answer may take.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// How long the answer may take (`/readyz` answers within about 2 s, even when a check does not).
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 }
 

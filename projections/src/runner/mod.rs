@@ -159,13 +159,17 @@ impl Projector {
     }
 
     /// What each model's worker in this process is doing, for `/readyz`: whether this process
-    /// holds the model's lease (another holds it: this one stands by), and how far behind the
-    /// feed's head the live version is.
-    pub async fn report(&self) -> Result<Vec<WorkerReport>, StoreError> {
+    /// holds the model's lease (another holds it: this one stands by), its checkpoint, and how far
+    /// behind the feed's head it is. Leases and checkpoints are read in full; the lags are counted
+    /// at once, each up to 100,000 events, and those not counted within `lag_within` (counting may
+    /// read events, on EventStoreDB) are left out, so a far-behind model never slows the answer.
+    pub async fn report(&self, lag_within: Duration) -> Result<Vec<WorkerReport>, StoreError> {
         let holders = lease::holders(&self.db).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut reports = Vec::with_capacity(self.models.len());
-        for model in &self.models {
+        let mut counts = tokio::task::JoinSet::new();
+        let started = tokio::time::Instant::now();
+        for (at, model) in self.models.iter().enumerate() {
             let name = model.name();
             let lease = match holders.iter().find(|(held, _, until)| held == name && *until >= now) {
                 Some((_, owner, _)) if *owner == self.owner => LeaseState::Held,
@@ -174,8 +178,25 @@ impl Projector {
             };
             let live = versions(&self.db, name).await?.live;
             let position = self.db.checkpoint(&checkpoint_name(name, live)).await?;
-            let (lag_events, lag_ms) = lag(&self.store, position, REPORT_LAG_CAP).await?;
-            reports.push(WorkerReport { name, lease, position: position.to_string(), lag_events, lag_ms });
+            let store = self.store.clone();
+            counts.spawn(async move { (at, lag(&store, position, REPORT_LAG_CAP).await) });
+            reports.push(WorkerReport { name, lease, position: position.to_string(), lag_events: None, lag_ms: None });
+        }
+        let deadline = tokio::time::sleep_until(started + lag_within);
+        tokio::pin!(deadline);
+        while started.elapsed() < lag_within {
+            tokio::select! {
+                biased;
+                () = &mut deadline => break,
+                counted = counts.join_next() => match counted {
+                    Some(Ok((at, Ok((events, ms))))) => {
+                        reports[at].lag_events = Some(events);
+                        reports[at].lag_ms = Some(ms);
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+            }
         }
         Ok(reports)
     }
@@ -212,6 +233,12 @@ impl Projector {
                     Some(after)
                 }
                 Ok(Round::Standby) => {
+                    // A standby reports the model's lag too (the checkpoint is shared), so a gauge it
+                    // set while it held the lease does not stay behind, stale, after a take-over.
+                    if last_gauges.elapsed() >= GAUGE_INTERVAL {
+                        last_gauges = tokio::time::Instant::now();
+                        status::publish_lag(&self.store, &self.db, name).await;
+                    }
                     pause(self.config.lease / 5, &mut stop).await;
                     continue;
                 }
@@ -281,10 +308,10 @@ pub struct WorkerReport {
     pub lease: LeaseState,
     /// The live version's checkpoint.
     pub position: String,
-    /// Events in the feed after it (counted up to 100,000).
-    pub lag_events: u64,
-    /// Age of the oldest of them in milliseconds (0 when caught up).
-    pub lag_ms: i64,
+    /// Events in the feed after it (counted up to 100,000); `None` when not counted in time.
+    pub lag_events: Option<u64>,
+    /// Age of the oldest of them in milliseconds (0 when caught up); `None` when not counted in time.
+    pub lag_ms: Option<i64>,
 }
 
 /// Who runs a model's worker.
@@ -350,5 +377,30 @@ mod tests {
 
         projector.round(model.as_ref(), &mut lease).await.expect("round");
         assert!(!signal.has_changed().expect("alive"), "nothing committed, nothing signalled");
+    }
+
+    #[tokio::test]
+    async fn a_report_names_the_leases_and_leaves_out_a_lag_not_counted_in_time() {
+        let f = Fixture::new().await;
+        let model = Arc::new(Probe::default());
+        let projector = f.projector_of(model.clone(), RunnerConfig::default());
+        let standby = f.projector_of(model.clone(), RunnerConfig::default());
+        initialize(&f.db, model.as_ref()).await.expect("initialize");
+        for id in ["a", "b", "c"] {
+            f.note(id, false).await;
+        }
+
+        let free = projector.report(Duration::from_secs(5)).await.expect("report");
+        assert_eq!((free[0].name, free[0].lease), ("probe", LeaseState::Free));
+        assert_eq!((free[0].lag_events, free[0].position.as_str()), (Some(3), "0"), "counted in time");
+
+        let mut lease = projector.lease(model.as_ref());
+        assert!(lease.hold(&f.db).await.expect("hold"));
+        assert_eq!(projector.report(Duration::from_secs(5)).await.expect("report")[0].lease, LeaseState::Held);
+        assert_eq!(standby.report(Duration::from_secs(5)).await.expect("report")[0].lease, LeaseState::Standby);
+
+        // With no time to count, the report still answers, with the lease and checkpoint.
+        let uncounted = projector.report(Duration::ZERO).await.expect("report");
+        assert_eq!((uncounted[0].lease, uncounted[0].lag_events, uncounted[0].lag_ms), (LeaseState::Held, None, None));
     }
 }
