@@ -38,7 +38,10 @@ fn names_in_the_code() -> BTreeSet<String> {
     names
 }
 
-/// The metric names and the label names of the matchers an expression selects.
+/// Labels Prometheus adds to every scraped series, which Stay's code never names.
+const SCRAPE_LABELS: &[&str] = &["instance", "job"];
+
+/// The metric names an expression selects, and the label names it matches or groups by.
 fn selected(expr: &Expr, metrics: &mut BTreeSet<String>, labels: &mut BTreeSet<String>) {
     let vector = |vs: &parser::VectorSelector, metrics: &mut BTreeSet<String>, labels: &mut BTreeSet<String>| {
         metrics.extend(vs.name.clone());
@@ -46,6 +49,12 @@ fn selected(expr: &Expr, metrics: &mut BTreeSet<String>, labels: &mut BTreeSet<S
     };
     match expr {
         Expr::Aggregate(e) => {
+            // `by (…)` / `without (…)`: the labels it groups by must exist too (less the ones
+            // Prometheus adds to every series it scrapes).
+            if let Some(modifier) = &e.modifier {
+                let grouped = modifier.labels().labels.iter().filter(|l| !SCRAPE_LABELS.contains(&l.as_str()));
+                labels.extend(grouped.cloned());
+            }
             selected(&e.expr, metrics, labels);
             if let Some(param) = &e.param {
                 selected(param, metrics, labels);
@@ -141,6 +150,11 @@ fn the_checks_catch_a_misspelt_metric_a_misspelt_label_broken_promql_and_a_missi
     assert!(misspelt.iter().any(|p| p.contains("stay_saga is not a metric")), "{misspelt:?}");
     let label = problems(&rule("max(stay_sagas{stauts=\"parked\"}) > 0", "StayExample"), &code, runbook);
     assert!(label.iter().any(|p| p.contains("label stauts")), "{label:?}");
+    let grouped = problems(&rule("max by (projektion) (stay_projection_lag_ms) > 0", "StayExample"), &code, runbook);
+    assert!(grouped.iter().any(|p| p.contains("label projektion")), "{grouped:?}");
+    let scraped =
+        problems(&rule("sum by (instance) (rate(stay_http_shed_total[5m])) > 1", "StayExample"), &code, runbook);
+    assert!(scraped.is_empty(), "instance is Prometheus's own: {scraped:?}");
     let broken = problems(&rule("max(stay_sagas{status=\"parked\"} > ", "StayExample"), &code, runbook);
     assert!(broken.iter().any(|p| p.contains("does not parse")), "{broken:?}");
     let missing = problems(&rule("max(stay_sagas) > 0", "StayOther"), &code, runbook);

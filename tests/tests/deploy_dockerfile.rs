@@ -120,3 +120,25 @@ fn the_build_context_leaves_out_target_and_local_secrets() {
     let gitignore = std::fs::read_to_string(repository_root().join(".gitignore")).expect(".gitignore");
     assert!(gitignore.lines().any(|l| l.trim() == "/stay.env"), "stay.env (the real secrets) is git-ignored");
 }
+
+/// The dependency layer copies every workspace member's manifest and gives each an empty crate:
+/// a member left out there breaks `docker build` (cargo cannot load the workspace), which no
+/// other test would notice.
+#[test]
+fn the_dependency_layer_copies_every_workspace_member() {
+    let manifest = std::fs::read_to_string(repository_root().join("Cargo.toml")).expect("Cargo.toml");
+    let members_line = manifest.lines().find(|line| line.starts_with("members")).expect("a members list");
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    assert!(members.len() >= 9, "{members:?}");
+    let text = dockerfile_text();
+    let empty_crates = text.lines().find(|line| line.contains("for crate in")).expect("the empty crates' loop");
+    for member in members {
+        assert!(
+            text.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "the Dockerfile copies {member}/Cargo.toml"
+        );
+        let stubbed =
+            member == "cli" || empty_crates.split_whitespace().any(|word| word.trim_end_matches(';') == member);
+        assert!(stubbed, "the dependency layer makes an empty crate for {member}: {empty_crates}");
+    }
+}
