@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{json, Value};
-use stay_tests::bodies::{day, room_body};
+use serde_json::Value;
 use stay_tests::deployment::{check_stack, repository_root, send, Compose, DeployError, Deployment};
 
 /// Waits until `GET base/readyz` says ready.
@@ -27,45 +26,6 @@ async fn wait_ready(deployment: &Deployment, base: &str, role: &str) {
         assert!(Instant::now() < deadline, "{role} never ready: {status} {text}\n{}", deployment.logs());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Registers a room through `commands` (with tokens signed in `signer`), reserves it with a card that is charged, and reads the
-/// confirmed reservation and the room's view back through `queries`.
-async fn reservation_confirmed_and_in_roomview(deployment: &Deployment, signer: &str, commands: &str, queries: &str) {
-    let host = deployment.token(signer, "host-1", "host");
-    let guest = deployment.token(signer, "guest-1", "guest");
-    let (status, room) =
-        send(Method::POST, &format!("{commands}/v1/rooms"), Some(&host), Some(&room_body()), &[]).await;
-    assert_eq!(status, 201, "{room}\n{}", deployment.logs());
-    let room_id = room["room_id"].as_str().expect("room_id").to_owned();
-
-    let body = json!({"room_id": room_id, "check_in": day(9), "check_out": day(11), "guests": 2, "payment": {"card_token": "tok_visa"}});
-    let (status, reserved) =
-        send(Method::POST, &format!("{commands}/v1/reservations"), Some(&guest), Some(&body), &[("prefer", "wait=10")])
-            .await;
-    assert!(status == 200 || status == 202, "{status} {reserved}\n{}", deployment.logs());
-    let id = reserved["reservation_id"].as_str().expect("reservation_id").to_owned();
-    let position = reserved["position"].as_str().unwrap_or("0").to_owned();
-
-    // The saga (another process, calling payment-sim over HTTP) confirms it; the projector (a
-    // third) writes it where query-api reads.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut position = position;
-    loop {
-        let url = format!("{queries}/v1/reservations/{id}?min_position={position}&wait_ms=5000");
-        let (status, view) = send(Method::GET, &url, Some(&guest), None, &[]).await;
-        if status == 200 && view["status"] == "confirmed" {
-            position = view["position"].as_str().unwrap_or(&position).to_owned();
-            break;
-        }
-        assert!(Instant::now() < deadline, "never confirmed: {status} {view}\n{}", deployment.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let url = format!("{queries}/v1/rooms/{room_id}?min_position={position}&wait_ms=15000");
-    let (status, view) = send(Method::GET, &url, None, None, &[]).await;
-    assert_eq!(status, 200, "{view}\n{}", deployment.logs());
-    assert_eq!(view["reservations"]["confirmed"], 1, "{view}");
-    assert_eq!(view["payments"]["charged"]["amount_minor"], 24_000, "{view}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +49,7 @@ async fn the_default_profile_runs_each_role_and_confirms_a_reservation_through_t
     // The split the published ports promise: commands on 8080 only, reads on 8081 only.
     let (status, _) = send(Method::GET, &format!("{commands}/v1/rooms"), None, None, &[]).await;
     assert_eq!(status, 405, "command-api takes no reads");
-    reservation_confirmed_and_in_roomview(&deployment, "command-api", &commands, &queries).await;
+    deployment.reservation_confirmed_and_in_roomview("command-api", &commands, &queries).await;
 
     // The saga's admin routes are on 8082.
     let admin = deployment.token("command-api", "admin-1", "admin");
@@ -106,7 +66,7 @@ async fn the_sqlite_profile_is_one_process_that_confirms_a_reservation() {
     let deployment = Deployment::start(&stack).await.unwrap_or_else(|e| panic!("{e}"));
     let base = deployment.published(8088);
     wait_ready(&deployment, &base, "stay-sqlite").await;
-    reservation_confirmed_and_in_roomview(&deployment, "stay-sqlite", &base, &base).await;
+    deployment.reservation_confirmed_and_in_roomview("stay-sqlite", &base, &base).await;
 }
 
 /// The eventstoredb profile's services cannot run here (no EventStoreDB server), so its Stay

@@ -5,11 +5,7 @@
 //! readiness probes and take one reservation through the API Services to confirmed and visible in
 //! roomview. A typo in a flag or variable of the manifests makes the harness refuse them.
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
-use serde_json::json;
-use stay_tests::bodies::{day, room_body};
 use stay_tests::deployment::{k8s_stack, repository_root, send, DeployError, Deployment, Dockerfile, Image};
 use stay_tests::kustomize::{render_overlay, Rendered};
 
@@ -36,40 +32,9 @@ async fn the_dev_overlay_runs_each_pod_and_confirms_a_reservation_through_the_se
     let commands = deployment.url("stay-command-api", 8080);
     let queries = deployment.url("stay-query-api", 8080);
     let saga = deployment.url("stay-saga", 8080);
-    let (host, guest, admin) = (
-        deployment.token("stay-command-api", "host-1", "host"),
-        deployment.token("stay-command-api", "guest-1", "guest"),
-        deployment.token("stay-command-api", "admin-1", "admin"),
-    );
+    deployment.reservation_confirmed_and_in_roomview("stay-command-api", &commands, &queries).await;
 
-    let (status, room) =
-        send(Method::POST, &format!("{commands}/v1/rooms"), Some(&host), Some(&room_body()), &[]).await;
-    assert_eq!(status, 201, "{room}\n{}", deployment.logs());
-    let room_id = room["room_id"].as_str().expect("room_id").to_owned();
-    let body = json!({"room_id": room_id, "check_in": day(9), "check_out": day(11), "guests": 2, "payment": {"card_token": "tok_visa"}});
-    let (status, reserved) =
-        send(Method::POST, &format!("{commands}/v1/reservations"), Some(&guest), Some(&body), &[("prefer", "wait=10")])
-            .await;
-    assert!(status == 200 || status == 202, "{status} {reserved}\n{}", deployment.logs());
-    let id = reserved["reservation_id"].as_str().expect("reservation_id").to_owned();
-
-    // The saga pod charges through the payment-sim Service; the projector pod writes the views.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let position = loop {
-        let url = format!("{queries}/v1/reservations/{id}?wait_ms=5000");
-        let (status, view) = send(Method::GET, &url, Some(&guest), None, &[]).await;
-        if status == 200 && view["status"] == "confirmed" {
-            break view["position"].as_str().unwrap_or("0").to_owned();
-        }
-        assert!(Instant::now() < deadline, "never confirmed: {status} {view}\n{}", deployment.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let url = format!("{queries}/v1/rooms/{room_id}?min_position={position}&wait_ms=15000");
-    let (status, view) = send(Method::GET, &url, None, None, &[]).await;
-    assert_eq!(status, 200, "{view}\n{}", deployment.logs());
-    assert_eq!(view["reservations"]["confirmed"], 1, "{view}");
-    assert_eq!(view["payments"]["charged"]["amount_minor"], 24_000, "{view}");
-
+    let admin = deployment.token("stay-command-api", "admin-1", "admin");
     // The saga's admin routes answer on its Service (the Ingress sends /v1/admin/payments there).
     let (status, payments) = send(Method::GET, &format!("{saga}/v1/admin/payments"), Some(&admin), None, &[]).await;
     assert_eq!(status, 200, "{payments}");

@@ -191,6 +191,13 @@ async fn answer_until(
     }
 }
 
+/// Whether a projector's `/readyz` reports every model's lease as `state`.
+fn every_lease(answer: &stay_tests::Answer, state: &str) -> bool {
+    answer.body["checks"][2]["report"]["workers"]
+        .as_array()
+        .is_some_and(|workers| !workers.is_empty() && workers.iter().all(|w| w["lease"] == state))
+}
+
 fn check_names(ready: &Value) -> Vec<&str> {
     ready["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect()
 }
@@ -216,11 +223,7 @@ async fn each_role_reports_its_own_readiness() {
 
     // A projector sets them up and takes every lease; the query API turns ready.
     let leader = commands.join(&["--role", "projector"]).await;
-    let all_held = |a: &stay_tests::Answer| {
-        a.body["checks"][2]["report"]["workers"]
-            .as_array()
-            .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w["lease"] == "held"))
-    };
+    let all_held = |a: &stay_tests::Answer| every_lease(a, "held");
     let led = answer_until(&leader, "/readyz", all_held).await;
     assert_eq!(led.status, 200, "{}", led.text);
     assert_eq!(check_names(&led.body), ["store", "migrations", "projector"]);
@@ -230,11 +233,7 @@ async fn each_role_reports_its_own_readiness() {
 
     // A second projector stands by, and is ready: the leases make it a standby by design.
     let standby = commands.join(&["--role", "projector"]).await;
-    let all_standby = |a: &stay_tests::Answer| {
-        a.body["checks"][2]["report"]["workers"]
-            .as_array()
-            .is_some_and(|w| !w.is_empty() && w.iter().all(|w| w["lease"] == "standby"))
-    };
+    let all_standby = |a: &stay_tests::Answer| every_lease(a, "standby");
     let stood_by = answer_until(&standby, "/readyz", all_standby).await;
     assert_eq!(stood_by.status, 200, "{}", stood_by.text);
     assert!(all_standby(&stood_by), "{}", stood_by.text);

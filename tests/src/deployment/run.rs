@@ -429,6 +429,15 @@ impl<'a> Plan<'a> {
             env.retain(|(name, _)| name != &var.name);
             env.push((var.name.clone(), value));
         }
+        // The local port a probe on the service's container `port` reaches.
+        let probed = |port: u16| {
+            self.ports.get(&(service.name.clone(), port)).copied().ok_or_else(|| {
+                DeployError::Mapping(format!(
+                    "service {}: probe on port {port}, which it does not listen on",
+                    service.name
+                ))
+            })
+        };
         let health = match &service.health {
             None => None,
             Some(health) => Some(PlannedHealth {
@@ -440,23 +449,9 @@ impl<'a> Plan<'a> {
                         }
                         PlannedCheck::Stay(args)
                     }
-                    Health::Tcp { port } => {
-                        let local = self.ports.get(&(service.name.clone(), *port)).ok_or_else(|| {
-                            DeployError::Mapping(format!(
-                                "service {}: probe on port {port}, which it does not listen on",
-                                service.name
-                            ))
-                        })?;
-                        PlannedCheck::Connect(format!("127.0.0.1:{local}"))
-                    }
+                    Health::Tcp { port } => PlannedCheck::Connect(format!("127.0.0.1:{}", probed(*port)?)),
                     Health::Http { path, port } => {
-                        let local = self.ports.get(&(service.name.clone(), *port)).ok_or_else(|| {
-                            DeployError::Mapping(format!(
-                                "service {}: probe on port {port}, which it does not listen on",
-                                service.name
-                            ))
-                        })?;
-                        PlannedCheck::Get(format!("http://127.0.0.1:{local}{path}"))
+                        PlannedCheck::Get(format!("http://127.0.0.1:{}{path}", probed(*port)?))
                     }
                 },
                 give_up_after: health.give_up_after,
