@@ -231,6 +231,26 @@ impl Rendered {
             .unwrap_or_else(|| panic!("{kind}/{name} has no pod template"))
     }
 
+    /// The HorizontalPodAutoscalers that scale `workload`.
+    pub fn hpas_of<'s>(&'s self, workload: &Workload<'_>) -> Vec<&'s Value> {
+        let (kind, name) = (workload.kind().to_owned(), workload.name().to_owned());
+        self.of_kind("HorizontalPodAutoscaler")
+            .filter(|hpa| {
+                hpa.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str) == Some(kind.as_str())
+                    && hpa.pointer("/spec/scaleTargetRef/name").and_then(Value::as_str) == Some(name.as_str())
+            })
+            .collect()
+    }
+
+    /// How many pods `workload` runs at least once applied: the floor of the HPA that scales it,
+    /// or its own `spec.replicas`.
+    pub fn least_replicas(&self, workload: &Workload<'_>) -> u64 {
+        match self.hpas_of(workload).first() {
+            Some(hpa) => hpa.pointer("/spec/minReplicas").and_then(Value::as_u64).unwrap_or(1),
+            None => workload.replicas(),
+        }
+    }
+
     /// A ConfigMap's `data`, by its name as the pods reference it.
     pub fn config_map_data(&self, name: &str) -> Option<BTreeMap<String, String>> {
         let doc = self.get("ConfigMap", name)?;

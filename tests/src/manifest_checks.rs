@@ -291,17 +291,27 @@ fn check_hpas(rendered: &Rendered) -> Vec<String> {
     for role in API_ROLES {
         let Some(workload) = role_workload(rendered, role) else { continue };
         let hpas: Vec<&Value> = rendered
-            .of_kind("HorizontalPodAutoscaler")
-            .filter(|hpa| {
-                hpa.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str) == Some("Deployment")
-                    && hpa.pointer("/spec/scaleTargetRef/apiVersion").and_then(Value::as_str) == Some("apps/v1")
-                    && hpa.pointer("/spec/scaleTargetRef/name").and_then(Value::as_str) == Some(workload.name())
-            })
+            .hpas_of(&workload)
+            .into_iter()
+            .filter(|hpa| hpa.pointer("/spec/scaleTargetRef/apiVersion").and_then(Value::as_str) == Some("apps/v1"))
             .collect();
         let [hpa] = hpas.as_slice() else {
-            problems.push(format!("{role}: {} HPAs target Deployment {}, not one", hpas.len(), workload.name()));
+            problems.push(format!(
+                "{role}: {} HPAs target {} {}, not one",
+                hpas.len(),
+                workload.kind(),
+                workload.name()
+            ));
             continue;
         };
+        // The HPA owns the count: a `replicas` in the manifest would reset it on every apply.
+        if workload.doc.pointer("/spec/replicas").is_some() {
+            problems.push(format!(
+                "{role}: {} sets replicas, which every apply would reset under HPA {}",
+                workload.name(),
+                name_of(hpa)
+            ));
+        }
         let min = hpa.pointer("/spec/minReplicas").and_then(Value::as_u64).unwrap_or(1);
         let max = hpa.pointer("/spec/maxReplicas").and_then(Value::as_u64).unwrap_or(0);
         if min < 1 || max < min {
@@ -338,14 +348,14 @@ fn check_pdbs(rendered: &Rendered) -> Vec<String> {
         for pdb in covering {
             let allows_one_down = match (pdb.pointer("/spec/maxUnavailable"), pdb.pointer("/spec/minAvailable")) {
                 (Some(max), _) => max.as_u64().is_none_or(|max| max >= 1),
-                (None, Some(min)) => min.as_u64().is_none_or(|min| min < workload.replicas()),
+                (None, Some(min)) => min.as_u64().is_none_or(|min| min < rendered.least_replicas(&workload)),
                 (None, None) => false,
             };
             if !allows_one_down {
                 problems.push(format!(
                     "{role}: PDB {} lets no pod of {} replicas go",
                     name_of(pdb),
-                    workload.replicas()
+                    rendered.least_replicas(&workload)
                 ));
             }
         }

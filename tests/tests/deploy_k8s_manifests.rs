@@ -248,6 +248,9 @@ fn each_check_catches_what_it_guards() {
                 json!("stay-saga");
         },
     );
+    assert_caught(&dev, "hpas", "a fixed replica count under an HPA", "stay-command-api sets replicas", |docs| {
+        doc_mut(docs, "Deployment", "stay-command-api")["spec"]["replicas"] = json!(1);
+    });
     assert_caught(&dev, "hpas", "an API role without an HPA", "command-api: 0 HPAs", |docs| {
         docs.retain(|doc| !(kind_of(doc) == "HorizontalPodAutoscaler" && name_of(doc) == "stay-command-api"));
     });
@@ -396,7 +399,7 @@ fn dev_runs_one_replica_each_with_postgres_and_the_payment_simulator_in_the_clus
     let Some(dev) = render("dev") else { return };
     for role in ROLES {
         let workload = role_workload(&dev, role).expect("the role");
-        assert_eq!(workload.replicas(), 1, "{role}");
+        assert_eq!(dev.least_replicas(&workload), 1, "{role}");
     }
     for hpa in dev.of_kind("HorizontalPodAutoscaler") {
         assert_eq!(hpa["spec"]["maxReplicas"], 1, "{}: dev stays at one replica", name_of(hpa));
@@ -429,8 +432,9 @@ fn prod_runs_two_replicas_or_more_spread_over_nodes_with_the_secrets_from_outsid
     let mut problems = Vec::new();
     for role in ROLES {
         let workload = role_workload(&prod, role).expect("the role");
-        if workload.replicas() < 2 {
-            problems.push(format!("{role}: {} replica(s)", workload.replicas()));
+        let replicas = prod.least_replicas(&workload);
+        if replicas < 2 {
+            problems.push(format!("{role}: {replicas} replica(s)"));
         }
         let labels = workload.pod_labels();
         let anti = workload.pod_spec().pointer("/affinity/podAntiAffinity").cloned().unwrap_or(Value::Null);
