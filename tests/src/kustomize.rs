@@ -233,11 +233,10 @@ impl Rendered {
 
     /// The HorizontalPodAutoscalers that scale `workload`.
     pub fn hpas_of<'s>(&'s self, workload: &Workload<'_>) -> Vec<&'s Value> {
-        let (kind, name) = (workload.kind().to_owned(), workload.name().to_owned());
         self.of_kind("HorizontalPodAutoscaler")
             .filter(|hpa| {
-                hpa.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str) == Some(kind.as_str())
-                    && hpa.pointer("/spec/scaleTargetRef/name").and_then(Value::as_str) == Some(name.as_str())
+                hpa.pointer("/spec/scaleTargetRef/kind").and_then(Value::as_str) == Some(workload.kind())
+                    && hpa.pointer("/spec/scaleTargetRef/name").and_then(Value::as_str) == Some(workload.name())
             })
             .collect()
     }

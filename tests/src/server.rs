@@ -344,6 +344,29 @@ impl StayServer {
         self.spawn();
     }
 
+    /// Waits (up to 2 minutes) until no saga runs and every read model has caught up with the
+    /// feed, with no rebuild under way. The models are read first, so the saga list read after
+    /// them is at least as new as the feed they had caught up with.
+    pub async fn settle(&self) {
+        let admin = self.token("ops", "admin");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let projections = self.send(Method::GET, "/v1/admin/projections", Some(&admin), None, &[]).await;
+            let sagas = self.send(Method::GET, "/v1/admin/sagas?status=running", Some(&admin), None, &[]).await;
+            assert_eq!((projections.status, sagas.status), (200, 200), "{} {}", projections.text, sagas.text);
+            let caught_up = projections
+                .body
+                .as_array()
+                .is_some_and(|all| all.iter().all(|p| p["lag_events"] == 0 && p["rebuild"].is_null()));
+            let idle = sagas.body["items"].as_array().is_some_and(Vec::is_empty);
+            if caught_up && idle {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never settled: {} {}\n{}", sagas.text, projections.text, self.logs());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// What the server logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()

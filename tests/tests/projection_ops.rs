@@ -138,23 +138,6 @@ async fn admin_json(server: &StayServer, path: &str) -> Value {
     answer.body
 }
 
-/// Waits until no saga runs and every read model has caught up with the feed.
-async fn settle(server: &StayServer) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let sagas = admin_json(server, "/v1/admin/sagas?status=running").await;
-        let projections = admin_json(server, "/v1/admin/projections").await;
-        let idle = sagas["items"].as_array().is_some_and(Vec::is_empty);
-        let caught_up =
-            projections.as_array().expect("list").iter().all(|p| p["lag_events"] == 0 && p["rebuild"].is_null());
-        if idle && caught_up {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never settled: {sagas} {projections}\n{}", server.logs());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn live_versions(server: &StayServer) -> Vec<(String, i64)> {
     let list = admin_json(server, "/v1/admin/projections").await;
     list.as_array()
@@ -170,7 +153,7 @@ async fn rows(db: &SqlDatabase, table: &str) -> Vec<Row> {
 
 /// Rebuilds every model and asserts the rebuilt tables equal the live ones, row for row.
 async fn assert_rebuilds_equal_live(server: &StayServer) {
-    settle(server).await;
+    server.settle().await;
     let db = SqlDatabase::open(&server.store_url()).await.expect("read store");
     let before = live_versions(server).await;
     let admin = server.token("ops", "admin");
@@ -179,7 +162,7 @@ async fn assert_rebuilds_equal_live(server: &StayServer) {
             server.send(Method::POST, &format!("/v1/admin/projections/{name}/rebuild"), Some(&admin), None, &[]).await;
         assert_eq!(answer.status, 202, "{}", answer.text);
     }
-    settle(server).await;
+    server.settle().await;
     let after = live_versions(server).await;
     for ((name, old), (_, new)) in before.iter().zip(&after) {
         assert_eq!(*new, old + 1, "{name} switched to its rebuilt version");
@@ -217,7 +200,7 @@ async fn a_rebuild_from_scratch_equals_the_live_models_after_two_thousand_events
     let server = StayServer::start(Backend::Sqlite).await;
     let base = server.url().to_owned();
     mixed_load(Arc::new(move || base.clone()), server.token("host-1", "host"), guests(&server), 20, 260, 7).await;
-    settle(&server).await;
+    server.settle().await;
     let store = server.open_store().await;
     let (mut events, mut after) = (0, stay_store::Position::START);
     loop {
@@ -329,11 +312,11 @@ async fn a_projector_killed_again_and_again_applies_every_event_exactly_once() {
 async fn on_postgres_a_standby_projector_takes_over_when_the_active_one_dies() {
     let mut first = StayServer::start(Backend::Postgres).await;
     // The first process's projector takes every lease before the second one starts.
-    settle(&first).await;
+    first.settle().await;
     let second = first.join(&[]).await;
     let base = second.url().to_owned();
     mixed_load(Arc::new(move || base.clone()), second.token("host-1", "host"), guests(&second), 4, 40, 23).await;
-    settle(&second).await;
+    second.settle().await;
 
     // Kill the process holding the leases; the standby's projector must carry on within seconds.
     first.kill();

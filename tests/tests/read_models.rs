@@ -142,19 +142,16 @@ impl World {
         }
     }
 
-    /// Waits until no saga is running and the feed has not grown for a while; answers its head.
-    /// A saga writes its last steps after the reservation's answer, and a loaded machine can pause
-    /// it for longer than any quiet spell, so the sagas' own status is waited for too.
+    /// Waits until no saga runs, the read models have caught up (a saga writes its last steps
+    /// after the reservation's answer) and the feed has not grown for a while; answers its head.
     async fn quiet_head(&self) -> String {
+        self.server.settle().await;
         let mut head = String::new();
         let mut events = self.feed_after("").await.len();
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let all = self.feed_after("").await;
-            let last = all.last().and_then(|e| e["position"].as_str()).unwrap_or("0");
-            let running = self.ok("/v1/admin/sagas?status=running", Some(&self.admin), last).await;
-            let settled = running["items"].as_array().is_some_and(Vec::is_empty);
-            if settled && all.len() == events {
+            if all.len() == events {
                 head = all.last().and_then(|e| e["position"].as_str()).unwrap_or("0").to_owned();
                 break;
             }
@@ -1070,15 +1067,8 @@ async fn operators_page_the_feed_and_read_a_stream_as_of_a_time() {
 
     // Every read model is listed and catches up, with nothing parked. Events may still be arriving
     // (the saga's last steps), so "caught up" is waited for, not sampled once.
-    let mut projections = w.admin_get("/v1/admin/projections").await;
-    for _ in 0..100 {
-        let behind = projections.as_array().expect("a list").iter().any(|p| p["lag_events"] != json!(0));
-        if !behind {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        projections = w.admin_get("/v1/admin/projections").await;
-    }
+    s.settle().await;
+    let projections = w.admin_get("/v1/admin/projections").await;
     let list = projections.as_array().expect("a list");
     let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
     for name in ["roomview", "reservations", "notifications", "reviews", "sagas", "correlations"] {
