@@ -338,6 +338,7 @@ fn check_pdbs(rendered: &Rendered) -> Vec<String> {
     for role in ROLES {
         let Some(workload) = role_workload(rendered, role) else { continue };
         let labels = workload.pod_labels();
+        let replicas = rendered.least_replicas(&workload);
         let covering: Vec<&&Value> = pdbs
             .iter()
             .filter(|pdb| selector_matches(pdb.pointer("/spec/selector").unwrap_or(&Value::Null), &labels))
@@ -348,15 +349,11 @@ fn check_pdbs(rendered: &Rendered) -> Vec<String> {
         for pdb in covering {
             let allows_one_down = match (pdb.pointer("/spec/maxUnavailable"), pdb.pointer("/spec/minAvailable")) {
                 (Some(max), _) => max.as_u64().is_none_or(|max| max >= 1),
-                (None, Some(min)) => min.as_u64().is_none_or(|min| min < rendered.least_replicas(&workload)),
+                (None, Some(min)) => min.as_u64().is_none_or(|min| min < replicas),
                 (None, None) => false,
             };
             if !allows_one_down {
-                problems.push(format!(
-                    "{role}: PDB {} lets no pod of {} replicas go",
-                    name_of(pdb),
-                    rendered.least_replicas(&workload)
-                ));
+                problems.push(format!("{role}: PDB {} lets no pod of {replicas} replicas go", name_of(pdb)));
             }
         }
     }
